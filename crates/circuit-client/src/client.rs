@@ -1,0 +1,92 @@
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use circuit_proto::conn::{self, Control, StreamHandle};
+use circuit_proto::secure::client_handshake;
+use circuit_proto::{CircuitUrl, Key, Path, Reply, Request};
+use futures::StreamExt;
+use tokio::net::TcpStream;
+
+use crate::anchor::{Anchor, Server};
+use crate::error::Error;
+
+/// A connection to one dial-in server, through which the whole cluster is
+/// reached. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    control: Control,
+    url: Arc<CircuitUrl>,
+}
+
+impl Client {
+    /// Connects to the server at `url` (`circuit://HOST:PORT/PID/X…`),
+    /// authenticating with `key` when the cluster uses one.
+    pub async fn dial(url: &str, key: Option<&Key>) -> Result<Client, Error> {
+        let url: CircuitUrl = url.parse()?;
+        Client::dial_url(url, key).await
+    }
+
+    /// Like [`Client::dial`], with a parsed URL.
+    pub async fn dial_url(url: CircuitUrl, key: Option<&Key>) -> Result<Client, Error> {
+        let tcp = TcpStream::connect(&url.addr).await.map_err(|err| Error::Connect {
+            addr: url.addr.clone(),
+            err,
+        })?;
+        let io = client_handshake(tcp, key).await.map_err(|err| Error::Handshake {
+            addr: url.addr.clone(),
+            err,
+        })?;
+        let mut session = conn::client_session(io);
+        let control = session.control();
+        // The session must be polled to move bytes; servers never open streams to us.
+        tokio::spawn(async move { while let Some(Ok(_)) = session.next().await {} });
+        Ok(Client {
+            control,
+            url: Arc::new(url),
+        })
+    }
+
+    /// Finds a server by multicast discovery on `group` (sent through the
+    /// interface with address `iface`), then dials it.
+    pub async fn discover(group: SocketAddrV4, iface: Ipv4Addr, key: Option<&Key>) -> Result<Client, Error> {
+        let url = crate::discover::discover_url(group, iface, key).await?;
+        Client::dial_url(url, key).await
+    }
+
+    /// The URL of the dial-in server.
+    pub fn url(&self) -> &CircuitUrl {
+        &self.url
+    }
+
+    /// The anchor at `path`, e.g. `/X88550014d4c82e4d/web/1`. Nothing is
+    /// created or checked on the server until an operation is made.
+    pub fn walk(&self, path: &str) -> Result<Anchor, Error> {
+        Ok(Anchor::new(self.clone(), path.parse()?))
+    }
+
+    /// The anchor at a parsed path.
+    pub fn anchor(&self, path: Path) -> Anchor {
+        Anchor::new(self.clone(), path)
+    }
+
+    /// The live servers of the cluster, as their root anchors.
+    pub async fn servers(&self) -> Result<Vec<Server>, Error> {
+        let entries = self.anchor(Path::root()).list().await?;
+        Ok(entries.into_iter().map(|e| Server(self.anchor(e.path))).collect())
+    }
+
+    /// Sends one request and returns the reply with the stream, for
+    /// requests that go on streaming.
+    pub(crate) async fn call_stream(&self, req: &Request) -> Result<(Reply, StreamHandle), Error> {
+        let mut control = self.control.clone();
+        let (resp, stream) = conn::call(&mut control, req)
+            .await
+            .map_err(|e| Error::from_call(e, &self.url.addr))?;
+        Ok((resp?, stream))
+    }
+
+    /// Sends one request and returns its reply.
+    pub(crate) async fn call(&self, req: &Request) -> Result<Reply, Error> {
+        Ok(self.call_stream(req).await?.0)
+    }
+}

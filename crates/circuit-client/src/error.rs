@@ -1,0 +1,60 @@
+use circuit_proto::conn::CallError;
+use circuit_proto::secure::HandshakeError;
+use circuit_proto::url::UrlError;
+use circuit_proto::{ErrorKind, PathError, WireError};
+
+/// Everything that can go wrong talking to a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A string that is not a circuit URL.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// A malformed anchor path or name.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The server could not be reached.
+    #[error("cannot reach {addr}: {err}")]
+    Connect {
+        /// The address dialed.
+        addr: String,
+        /// What the OS said.
+        err: std::io::Error,
+    },
+    /// The server was reached but the secure channel could not be set up.
+    #[error("{addr}: {err}")]
+    Handshake {
+        /// The address dialed.
+        addr: String,
+        /// Why the handshake failed.
+        err: HandshakeError,
+    },
+    /// No server answered multicast discovery.
+    #[error("{0}")]
+    Discover(String),
+    /// The connection to the dial-in server was lost.
+    #[error("lost the connection to {0}")]
+    Closed(String),
+    /// The server received the request and refused it or failed it.
+    #[error(transparent)]
+    Remote(#[from] WireError),
+    /// The server answered something this client does not understand.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The class of a server-side error, if this is one.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Error::Remote(e) => Some(e.kind),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn from_call(e: CallError, addr: &str) -> Error {
+        match e {
+            CallError::Closed => Error::Closed(addr.to_string()),
+            CallError::Frame(f) => Error::Protocol(f.to_string()),
+        }
+    }
+}

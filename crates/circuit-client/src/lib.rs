@@ -1,0 +1,26 @@
+//! The circuit client library.
+//!
+//! Dial any server of a cluster, then walk its anchor namespace and control
+//! the elements there. One TCP connection carries every request, each on its
+//! own multiplexed stream; nothing ever dials back into the client.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), circuit_client::Error> {
+//! let client = circuit_client::Client::dial("circuit://127.0.0.1:11022/1234/X88550014d4c82e4d", None).await?;
+//! for server in client.servers().await? {
+//!     println!("{}", server.path());
+//!     println!("{}", server.peek().await?);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod anchor;
+mod client;
+mod discover;
+mod error;
+
+pub use anchor::{Anchor, Server, ServerStat};
+pub use circuit_proto::{CircuitUrl, Entry, ErrorKind, Key, Path, ServerId, WireError};
+pub use client::Client;
+pub use discover::discover_url;
+pub use error::Error;

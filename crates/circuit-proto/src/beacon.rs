@@ -1,0 +1,86 @@
+//! Discovery datagrams. A client (or, with membership, a server) sends a
+//! `Query` to the multicast group; servers answer with their URL. With a key,
+//! every datagram is sealed with XChaCha20-Poly1305 under a key derived from
+//! the cluster key, so strangers can neither read nor forge them.
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+
+use crate::secure::Key;
+
+/// The default multicast group and port.
+pub const DEFAULT_GROUP: &str = "228.8.8.8:8822";
+const MAGIC: &[u8; 4] = b"CRC1";
+/// Largest datagram we send or accept.
+pub const MAX_DATAGRAM: usize = 1400;
+
+/// A discovery message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Beacon {
+    /// "Who is there?" The nonce ties answers to this query.
+    Query { nonce: u64 },
+    /// "Here I am": a server's URL.
+    Announce { nonce: u64, url: String },
+}
+
+/// Encodes a beacon, sealed when a key is given.
+pub fn seal(b: &Beacon, key: Option<&Key>) -> Vec<u8> {
+    let body = postcard::to_allocvec(b).expect("beacon encodes");
+    let mut out = MAGIC.to_vec();
+    match key {
+        None => {
+            out.push(0);
+            out.extend_from_slice(&body);
+        }
+        Some(k) => {
+            out.push(1);
+            let mut nonce = [0u8; 24];
+            getrandom::fill(&mut nonce).expect("OS random source");
+            let aead = XChaCha20Poly1305::new(&k.derive("discovery").into());
+            let ct = aead.encrypt(XNonce::from_slice(&nonce), body.as_slice()).expect("seal");
+            out.extend_from_slice(&nonce);
+            out.extend_from_slice(&ct);
+        }
+    }
+    out
+}
+
+/// Decodes a datagram; `None` for anything not ours, not sealed with our
+/// key, or sealed when we expect plain (never panics).
+pub fn open(buf: &[u8], key: Option<&Key>) -> Option<Beacon> {
+    let rest = buf.strip_prefix(MAGIC)?;
+    let (&flag, rest) = rest.split_first()?;
+    match (flag, key) {
+        (0, None) => postcard::from_bytes(rest).ok(),
+        (1, Some(k)) if rest.len() > 24 => {
+            let (nonce, ct) = rest.split_at(24);
+            let aead = XChaCha20Poly1305::new(&k.derive("discovery").into());
+            let body = aead.decrypt(XNonce::from_slice(nonce), ct).ok()?;
+            postcard::from_bytes(&body).ok()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_only_opens_with_the_key() {
+        let k = Key::from_base64(&Key::generate(), "t").unwrap();
+        let other = Key::from_base64(&Key::generate(), "t").unwrap();
+        let b = Beacon::Announce {
+            nonce: 9,
+            url: "circuit://1.2.3.4:5/6/X0000000000000001".into(),
+        };
+        assert_eq!(open(&seal(&b, Some(&k)), Some(&k)), Some(b.clone()));
+        assert_eq!(open(&seal(&b, Some(&k)), Some(&other)), None);
+        assert_eq!(open(&seal(&b, Some(&k)), None), None);
+        assert_eq!(open(&seal(&b, None), Some(&k)), None);
+        assert_eq!(open(&seal(&b, None), None), Some(b));
+        assert_eq!(open(b"CRC1", None), None);
+        assert_eq!(open(&[], None), None);
+    }
+}

@@ -1,0 +1,111 @@
+//! Requests and replies. Each request travels on its own multiplexed stream:
+//! one request frame, one response frame, then (for streaming requests) raw bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::path::Path;
+
+/// What a client (or a forwarding server) asks of a server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Children of `path`, sorted; every descendant when `recursive`.
+    /// At `/`, the live servers.
+    List { path: Path, recursive: bool },
+    /// The status of the element at `path` as JSON; `null` for an empty anchor.
+    Peek { path: Path },
+    /// Remove the element at `path`.
+    Scrub { path: Path },
+    /// Stop the server `path` names, cleanly.
+    Stop { path: Path },
+}
+
+impl Request {
+    /// The path the request is about; its first component picks the server.
+    pub fn path(&self) -> &Path {
+        match self {
+            Request::List { path, .. } | Request::Peek { path } | Request::Scrub { path } | Request::Stop { path } => {
+                path
+            }
+        }
+    }
+
+    /// A short name for logs.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Request::List { .. } => "ls",
+            Request::Peek { .. } => "peek",
+            Request::Scrub { .. } => "scrub",
+            Request::Stop { .. } => "stop",
+        }
+    }
+}
+
+/// One line of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Full path of the anchor.
+    pub path: Path,
+    /// Kind of its element (`server`, `proc`, …), or empty for an empty anchor.
+    pub kind: String,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Done, nothing to report.
+    Done,
+    /// A listing.
+    List(Vec<Entry>),
+    /// A JSON document (peek output), as text: the wire format is not self-describing.
+    Json(String),
+}
+
+/// The class of a failure; the message says the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The request itself is malformed.
+    Invalid,
+    /// The server named by the path is not in the cluster.
+    NoServer,
+    /// Nothing at that anchor.
+    NotFound,
+    /// The anchor holds an element of another kind.
+    WrongKind,
+    /// The anchor already holds an element.
+    Exists,
+    /// The element is closed.
+    Closed,
+    /// The element was scrubbed while waiting.
+    Aborted,
+    /// The resource is in use (e.g. a stream with a reader already).
+    Busy,
+    /// An operating-system error.
+    Io,
+    /// Not available on this server.
+    Unsupported,
+    /// A bug or an unexpected condition on the server.
+    Internal,
+}
+
+/// An error as it crosses the wire: its class and a one-line message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct WireError {
+    /// The class of the failure.
+    pub kind: ErrorKind,
+    /// One line for a human, naming the path and the cause.
+    pub message: String,
+}
+
+impl WireError {
+    /// A new error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> WireError {
+        WireError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The first frame a server sends back on a request stream.
+pub type Response = Result<Reply, WireError>;

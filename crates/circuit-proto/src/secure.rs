@@ -1,0 +1,346 @@
+//! The secure channel: a greeting that says whether a key is in use, then a
+//! Noise `NNpsk0` handshake (ephemeral X25519, ChaCha20-Poly1305, BLAKE2s) keyed
+//! by the cluster key. Both sides prove they hold the key; ephemeral keys give
+//! forward secrecy. After the handshake, bytes travel in sealed records of at
+//! most 64 KiB.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The Noise protocol used for every keyed connection.
+pub const NOISE_PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+const MAGIC: &[u8; 7] = b"CIRCUIT";
+const VERSION: u8 = 1;
+const MAX_RECORD: usize = 65535;
+const TAG: usize = 16;
+/// How long a peer may take to complete the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The cluster key, read from the file `circuit keygen` wrote.
+#[derive(Clone)]
+pub struct Key {
+    secret: Vec<u8>,
+}
+
+/// A key file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {err}")]
+    Read { path: String, err: std::io::Error },
+    #[error("key file {0} does not hold base64 text (make one with `circuit keygen > FILE`)")]
+    Base64(String),
+    #[error("key file {0} holds a key of {1} bytes; at least 16 are needed (make one with `circuit keygen > FILE`)")]
+    Short(String, usize),
+}
+
+impl Key {
+    /// A fresh key as base64 text: 32 bytes from the OS CSPRNG.
+    pub fn generate() -> String {
+        let mut b = [0u8; 32];
+        getrandom::fill(&mut b).expect("OS random source");
+        B64.encode(b)
+    }
+
+    /// Decodes a key from base64 text; `origin` names it in errors.
+    pub fn from_base64(text: &str, origin: &str) -> Result<Key, KeyError> {
+        let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        let secret = B64
+            .decode(clean.as_bytes())
+            .map_err(|_| KeyError::Base64(origin.to_string()))?;
+        if secret.len() < 16 {
+            return Err(KeyError::Short(origin.to_string(), secret.len()));
+        }
+        Ok(Key { secret })
+    }
+
+    /// Reads a key file.
+    pub fn load(path: &std::path::Path) -> Result<Key, KeyError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| KeyError::Read {
+            path: shown.clone(),
+            err,
+        })?;
+        Key::from_base64(&text, &shown)
+    }
+
+    /// A 32-byte subkey for one purpose, so no two uses share key material.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"circuit key v1\0");
+        h.update(purpose.as_bytes());
+        h.update([0]);
+        h.update(&self.secret);
+        h.finalize().into()
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+/// Why a connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the peer is not a circuit server or client of a compatible version")]
+    Protocol,
+    #[error("the server requires a key: give -hmac FILE (or set CIRCUIT_HMAC)")]
+    KeyRequired,
+    #[error("the server runs without a key, but a key was given: drop -hmac / CIRCUIT_HMAC")]
+    NoKeyExpected,
+    #[error("authentication failed: the peer holds a different key")]
+    WrongKey,
+    #[error("handshake timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("noise: {0}")]
+    Noise(String),
+}
+
+/// Status byte a server answers the greeting with.
+#[repr(u8)]
+enum Status {
+    Ok = 0,
+    KeyRequired = 1,
+    NoKeyExpected = 2,
+}
+
+/// A byte stream that is either plain TCP or sealed by the secure channel.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A connected, authenticated byte stream.
+pub type BoxIo = Box<dyn Io>;
+
+fn noise_builder() -> snow::Builder<'static> {
+    snow::Builder::new(NOISE_PATTERN.parse().expect("valid noise pattern"))
+}
+
+fn noise_err(e: snow::Error) -> HandshakeError {
+    HandshakeError::Noise(e.to_string())
+}
+
+async fn read_record<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let n = r.read_u16_le().await? as usize;
+    buf.resize(n, 0);
+    r.read_exact(buf).await?;
+    Ok(n)
+}
+
+async fn write_record<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(2 + body.len());
+    out.extend_from_slice(&(body.len() as u16).to_le_bytes());
+    out.extend_from_slice(body);
+    w.write_all(&out).await
+}
+
+/// Sets up the client side of a connection.
+pub async fn client_handshake(mut tcp: TcpStream, key: Option<&Key>) -> Result<BoxIo, HandshakeError> {
+    tcp.set_nodelay(true)?;
+    let run = async {
+        let mut hello = [0u8; 9];
+        hello[..7].copy_from_slice(MAGIC);
+        hello[7] = VERSION;
+        hello[8] = key.is_some() as u8;
+        tcp.write_all(&hello).await?;
+        let status = tcp.read_u8().await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => HandshakeError::Protocol,
+            _ => e.into(),
+        })?;
+        match status {
+            s if s == Status::Ok as u8 => {}
+            s if s == Status::KeyRequired as u8 => return Err(HandshakeError::KeyRequired),
+            s if s == Status::NoKeyExpected as u8 => return Err(HandshakeError::NoKeyExpected),
+            _ => return Err(HandshakeError::Protocol),
+        }
+        let Some(key) = key else { return Ok(None) };
+        let mut hs = noise_builder()
+            .psk(0, &key.derive("noise psk"))
+            .map_err(noise_err)?
+            .build_initiator()
+            .map_err(noise_err)?;
+        let mut buf = vec![0u8; MAX_RECORD];
+        let n = hs.write_message(&[], &mut buf).map_err(noise_err)?;
+        write_record(&mut tcp, &buf[..n]).await?;
+        let mut msg = Vec::new();
+        let n = read_record(&mut tcp, &mut msg)
+            .await
+            .map_err(|_| HandshakeError::WrongKey)?;
+        if n == 0 {
+            return Err(HandshakeError::WrongKey);
+        }
+        hs.read_message(&msg, &mut buf).map_err(|_| HandshakeError::WrongKey)?;
+        Ok(Some(hs.into_transport_mode().map_err(noise_err)?))
+    };
+    let transport = tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+        .await
+        .map_err(|_| HandshakeError::Timeout(HANDSHAKE_TIMEOUT))??;
+    Ok(match transport {
+        None => Box::new(tcp),
+        Some(t) => seal(tcp, t),
+    })
+}
+
+/// Sets up the server side of a connection. Refusals are returned as errors
+/// for the caller to log; the peer has been told why where that is safe.
+pub async fn server_handshake(mut tcp: TcpStream, key: Option<&Key>) -> Result<BoxIo, HandshakeError> {
+    tcp.set_nodelay(true)?;
+    let run = async {
+        let mut hello = [0u8; 9];
+        tcp.read_exact(&mut hello).await.map_err(|_| HandshakeError::Protocol)?;
+        if &hello[..7] != MAGIC || hello[7] != VERSION || hello[8] > 1 {
+            return Err(HandshakeError::Protocol);
+        }
+        let wants_key = hello[8] == 1;
+        match (key, wants_key) {
+            (Some(_), false) => {
+                tcp.write_u8(Status::KeyRequired as u8).await?;
+                return Err(HandshakeError::KeyRequired);
+            }
+            (None, true) => {
+                tcp.write_u8(Status::NoKeyExpected as u8).await?;
+                return Err(HandshakeError::NoKeyExpected);
+            }
+            _ => tcp.write_u8(Status::Ok as u8).await?,
+        }
+        let Some(key) = key else { return Ok(None) };
+        let mut hs = noise_builder()
+            .psk(0, &key.derive("noise psk"))
+            .map_err(noise_err)?
+            .build_responder()
+            .map_err(noise_err)?;
+        let mut msg = Vec::new();
+        read_record(&mut tcp, &mut msg).await?;
+        let mut buf = vec![0u8; MAX_RECORD];
+        if hs.read_message(&msg, &mut buf).is_err() {
+            let _ = write_record(&mut tcp, &[]).await;
+            return Err(HandshakeError::WrongKey);
+        }
+        let n = hs.write_message(&[], &mut buf).map_err(noise_err)?;
+        write_record(&mut tcp, &buf[..n]).await?;
+        Ok(Some(hs.into_transport_mode().map_err(noise_err)?))
+    };
+    let transport = tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+        .await
+        .map_err(|_| HandshakeError::Timeout(HANDSHAKE_TIMEOUT))??;
+    Ok(match transport {
+        None => Box::new(tcp),
+        Some(t) => seal(tcp, t),
+    })
+}
+
+/// Runs the record layer in two small tasks and hands back a plain byte
+/// stream for the multiplexer. Either task ends when its side closes.
+fn seal(tcp: TcpStream, transport: snow::TransportState) -> BoxIo {
+    let (app, pump) = tokio::io::duplex(MAX_RECORD * 2);
+    let (mut pump_r, mut pump_w) = tokio::io::split(pump);
+    let (mut tcp_r, mut tcp_w) = tcp.into_split();
+    let state = Arc::new(Mutex::new(transport));
+    let rx_state = state.clone();
+    tokio::spawn(async move {
+        let mut rec = Vec::with_capacity(MAX_RECORD);
+        let mut plain = vec![0u8; MAX_RECORD];
+        loop {
+            if read_record(&mut tcp_r, &mut rec).await.is_err() {
+                break;
+            }
+            let n = match rx_state.lock().unwrap().read_message(&rec, &mut plain) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            if pump_w.write_all(&plain[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = pump_w.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut plain = vec![0u8; MAX_RECORD - TAG];
+        let mut rec = vec![0u8; MAX_RECORD + 2];
+        loop {
+            let n = match pump_r.read(&mut plain).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let m = match state.lock().unwrap().write_message(&plain[..n], &mut rec[2..]) {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            rec[..2].copy_from_slice(&(m as u16).to_le_bytes());
+            if tcp_w.write_all(&rec[..2 + m]).await.is_err() {
+                break;
+            }
+        }
+        let _ = tcp_w.shutdown().await;
+    });
+    Box::new(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair(ck: Option<Key>, sk: Option<Key>) -> (Result<BoxIo, HandshakeError>, Result<BoxIo, HandshakeError>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            server_handshake(s, sk.as_ref()).await
+        });
+        let c = client_handshake(TcpStream::connect(addr).await.unwrap(), ck.as_ref()).await;
+        (c, server.await.unwrap())
+    }
+
+    fn key() -> Key {
+        Key::from_base64(&Key::generate(), "test").unwrap()
+    }
+
+    #[tokio::test]
+    async fn sealed_bytes_flow_both_ways() {
+        let k = key();
+        let (c, s) = pair(Some(k.clone()), Some(k)).await;
+        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let big = vec![7u8; 300_000];
+        let w = big.clone();
+        let writer = tokio::spawn(async move {
+            c.write_all(&w).await.unwrap();
+            c.shutdown().await.unwrap();
+            c
+        });
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, big);
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn refusals_are_clear() {
+        let (c, s) = pair(Some(key()), Some(key())).await;
+        assert!(matches!(c, Err(HandshakeError::WrongKey)));
+        assert!(matches!(s, Err(HandshakeError::WrongKey)));
+        let (c, _) = pair(None, Some(key())).await;
+        assert!(matches!(c, Err(HandshakeError::KeyRequired)));
+        let (c, _) = pair(Some(key()), None).await;
+        assert!(matches!(c, Err(HandshakeError::NoKeyExpected)));
+        let (c, s) = pair(None, None).await;
+        assert!(c.is_ok() && s.is_ok());
+    }
+
+    #[test]
+    fn keys() {
+        assert!(matches!(Key::from_base64("!!!", "f"), Err(KeyError::Base64(_))));
+        assert!(matches!(Key::from_base64("AAAA", "f"), Err(KeyError::Short(..))));
+        let text = Key::generate();
+        assert_eq!(text.len(), 44);
+        let k = Key::from_base64(&format!("{text}\n"), "f").unwrap();
+        assert_ne!(k.derive("a"), k.derive("b"));
+    }
+}

@@ -1,0 +1,26 @@
+//! The elements an anchor can hold. Each kind lives in its own module; this
+//! enum is the one place that knows them all, so dispatch is a `match` and a
+//! request for the wrong kind is an ordinary error, not a failed downcast.
+
+/// An element held by an anchor. Cloning clones a handle, not the element.
+#[derive(Clone)]
+pub enum Element {
+    /// The server itself, at `/X…`.
+    Server,
+}
+
+impl Element {
+    /// The kind shown by `ls -l`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Element::Server => "server",
+        }
+    }
+
+    /// Frees what the element holds. Called once it is out of the namespace.
+    pub fn scrub(self) {
+        match self {
+            Element::Server => {}
+        }
+    }
+}

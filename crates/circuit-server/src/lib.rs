@@ -1,0 +1,187 @@
+//! The circuit daemon. `Server::bind` claims the address and the server id;
+//! `Server::run` serves until a `stop` request or a signal.
+
+pub mod elements;
+pub mod membership;
+pub mod namespace;
+pub mod net;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use circuit_proto::{CircuitUrl, Key, ServerId};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::namespace::Namespace;
+
+/// How to run a server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// The cluster key; `None` means plain traffic.
+    pub key: Option<Key>,
+    /// Multicast group for discovery; `None` turns discovery off.
+    pub discover: Option<SocketAddrV4>,
+    /// The interface address that multicast goes through.
+    pub multicast_if: Ipv4Addr,
+    /// State directory; default `$TMPDIR/circuit-X<id>-P<pid>`, removed at exit.
+    pub var_dir: Option<PathBuf>,
+}
+
+/// What every session and element task shares.
+pub struct State {
+    /// This server's id.
+    pub id: ServerId,
+    /// This server's URL.
+    pub url: CircuitUrl,
+    /// When it started (RFC 3339).
+    pub joined: String,
+    /// The anchor tree.
+    pub ns: Mutex<Namespace>,
+    /// Notified when the server should stop.
+    pub stop: Notify,
+    /// The configuration it runs with.
+    pub config: Config,
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    state: Arc<State>,
+    listener: TcpListener,
+    var: VarDir,
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {err}")]
+    Bind { addr: SocketAddr, err: std::io::Error },
+    #[error("state directory {path}: {err}")]
+    Var { path: String, err: String },
+    #[error("discovery on {group}: {err}")]
+    Discovery { group: SocketAddrV4, err: std::io::Error },
+}
+
+impl Server {
+    /// Binds the listener, picks an id and locks the state directory.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|err| StartError::Bind { addr: config.addr, err })?;
+        let local = listener
+            .local_addr()
+            .map_err(|err| StartError::Bind { addr: config.addr, err })?;
+        let id = ServerId::random();
+        let host = if local.ip().is_unspecified() {
+            net::advertised_ip()
+        } else {
+            local.ip()
+        };
+        let url = CircuitUrl {
+            addr: SocketAddr::new(host, local.port()).to_string(),
+            pid: std::process::id(),
+            id,
+        };
+        let var = VarDir::lock(config.var_dir.clone(), id)?;
+        let joined = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut ns = Namespace::default();
+        ns.insert(&[], elements::Element::Server).expect("empty namespace");
+        let state = Arc::new(State {
+            id,
+            url,
+            joined,
+            ns: Mutex::new(ns),
+            stop: Notify::new(),
+            config,
+        });
+        Ok(Server { state, listener, var })
+    }
+
+    /// This server's URL, to print on stdout.
+    pub fn url(&self) -> &CircuitUrl {
+        &self.state.url
+    }
+
+    /// Serves until stopped by a `stop` request, SIGTERM or SIGINT.
+    pub async fn run(self) -> Result<(), StartError> {
+        let state = self.state;
+        info!(id = %state.id, url = %state.url, var = %self.var.path.display(), "attaching /{} as server", state.id);
+        if state.config.key.is_some() {
+            info!(
+                noise = circuit_proto::secure::NOISE_PATTERN,
+                "traffic is authenticated and encrypted with the cluster key"
+            );
+        } else {
+            warn!("no key given (-hmac FILE): traffic is neither authenticated nor encrypted");
+        }
+        if let Some(group) = state.config.discover {
+            membership::discovery::spawn(state.clone(), group).map_err(|err| StartError::Discovery { group, err })?;
+        }
+        let accept = net::serve(state.clone(), self.listener);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = accept => {}
+            _ = state.stop.notified() => info!("stopping on request"),
+            _ = tokio::signal::ctrl_c() => info!("stopping on SIGINT"),
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => info!("stopping on SIGTERM"),
+        }
+        let elements = state.ns.lock().unwrap().drain();
+        for el in elements {
+            el.scrub();
+        }
+        drop(self.var);
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// The locked state directory; removed on drop when it was our default.
+struct VarDir {
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+    owned: bool,
+}
+
+impl VarDir {
+    fn lock(path: Option<PathBuf>, id: ServerId) -> Result<VarDir, StartError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let owned = path.is_none();
+        let path = path.unwrap_or_else(|| std::env::temp_dir().join(format!("circuit-{id}-P{}", std::process::id())));
+        let err = |err: String| StartError::Var {
+            path: path.display().to_string(),
+            err,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| err(e.to_string()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join(".lock"))
+            .map_err(|e| err(e.to_string()))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| err("locked by another running server; give each server its own --var DIR".into()))?;
+        Ok(VarDir {
+            path,
+            _lock: lock,
+            owned,
+        })
+    }
+}
+
+impl Drop for VarDir {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

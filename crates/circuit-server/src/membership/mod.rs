@@ -1,0 +1,3 @@
+//! Finding and being found by other servers and clients.
+
+pub mod discovery;

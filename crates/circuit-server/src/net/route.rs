@@ -1,0 +1,145 @@
+//! Where a request goes: the cluster root, this server's namespace, or
+//! (with membership) the server that owns the path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use circuit_proto::conn::{self, StreamHandle};
+use circuit_proto::{Entry, ErrorKind, Path, Reply, Request, Response, ServerId, WireError};
+use tokio::io::AsyncReadExt;
+use tracing::info;
+
+use crate::State;
+use crate::elements::Element;
+
+/// Serves `req` and answers on `stream`.
+pub async fn route(state: Arc<State>, req: Request, mut stream: StreamHandle) {
+    let resp = match req.path().server_id() {
+        None => Some(root(&state, &req)),
+        Some(id) if id == state.id => local(&state, &req, &mut stream).await,
+        Some(id) => Some(Err(no_server(id))),
+    };
+    // `None`: a streaming handler has answered and streamed already.
+    let Some(resp) = resp else {
+        conn::finish(&mut stream).await;
+        return;
+    };
+    let stopping = matches!(req, Request::Stop { .. }) && resp.is_ok();
+    let _ = conn::respond(&mut stream, &resp).await;
+    if stopping {
+        // Let the answer reach the caller before the process goes away.
+        let mut sink = [0u8; 1];
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut sink)).await;
+        state.stop.notify_one();
+    }
+    conn::finish(&mut stream).await;
+}
+
+/// The error for a path on a server that is not a member.
+pub fn no_server(id: ServerId) -> WireError {
+    WireError::new(
+        ErrorKind::NoServer,
+        format!("no server {id} in the cluster (see `circuit ls /`)"),
+    )
+}
+
+fn root(state: &State, req: &Request) -> Response {
+    match req {
+        Request::List { recursive, .. } => {
+            let me = Path::server(state.id);
+            let mut out = vec![Entry {
+                path: me.clone(),
+                kind: "server".into(),
+            }];
+            if *recursive {
+                out.extend(list_local(state, &me, true));
+            }
+            Ok(Reply::List(out))
+        }
+        Request::Peek { .. } => Ok(Reply::Json("null".into())),
+        Request::Scrub { .. } | Request::Stop { .. } => Err(WireError::new(
+            ErrorKind::Invalid,
+            format!("{} needs a path below a server, like /{}/name", req.verb(), state.id),
+        )),
+    }
+}
+
+fn list_local(state: &State, path: &Path, recursive: bool) -> Vec<Entry> {
+    let listed = state.ns.lock().unwrap().list(path.names(), recursive);
+    listed
+        .into_iter()
+        .map(|(names, kind)| {
+            let path = names
+                .iter()
+                .try_fold(Path::server(state.id), |p, n| p.child(n))
+                .expect("names in the tree are valid");
+            Entry {
+                path,
+                kind: kind.into(),
+            }
+        })
+        .collect()
+}
+
+/// Serves a request for this server. One-shot requests return their
+/// response; streaming ones answer on `stream` themselves and return `None`.
+async fn local(state: &Arc<State>, req: &Request, stream: &mut StreamHandle) -> Option<Response> {
+    let _ = &stream;
+    Some(match req {
+        Request::List { path, recursive } => Ok(Reply::List(list_local(state, path, *recursive))),
+        Request::Peek { path } => peek(state, path),
+        Request::Scrub { path } => scrub(state, path),
+        Request::Stop { path } => stop(state, path),
+    })
+}
+
+fn peek(state: &State, path: &Path) -> Response {
+    let el = state.ns.lock().unwrap().get(path.names());
+    Ok(Reply::Json(match el {
+        None => "null".into(),
+        Some(Element::Server) => server_stat(state),
+    }))
+}
+
+fn scrub(state: &State, path: &Path) -> Response {
+    if path.is_server_root() {
+        return Err(WireError::new(
+            ErrorKind::Invalid,
+            format!("cannot scrub {path}: it is the server itself; use `circuit stop {path}` to stop it"),
+        ));
+    }
+    let el = state.ns.lock().unwrap().remove(path.names());
+    match el {
+        None => Err(WireError::new(
+            ErrorKind::NotFound,
+            format!("nothing to scrub at {path}"),
+        )),
+        Some(el) => {
+            info!(op = "scrub", %path, kind = el.kind(), "scrubbing");
+            el.scrub();
+            Ok(Reply::Done)
+        }
+    }
+}
+
+fn stop(state: &State, path: &Path) -> Response {
+    if !path.is_server_root() {
+        return Err(WireError::new(
+            ErrorKind::Invalid,
+            format!("stop needs a server path like /{}, not {path}", state.id),
+        ));
+    }
+    Ok(Reply::Done)
+}
+
+fn server_stat(state: &State) -> String {
+    let elements = state.ns.lock().unwrap().len();
+    serde_json::json!({
+        "Addr": state.url.to_string(),
+        "Joined": state.joined,
+        "Version": circuit_proto::VERSION,
+        "Elements": elements,
+        "Members": 1,
+    })
+    .to_string()
+}

@@ -1,0 +1,5 @@
+//! One module per group of commands.
+
+pub mod anchor;
+pub mod keygen;
+pub mod start;

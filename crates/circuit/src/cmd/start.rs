@@ -1,0 +1,123 @@
+//! `circuit start`: run a server on this host.
+
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use circuit_server::{Config, Server};
+use clap::{Args, ValueEnum};
+
+use crate::dial::{iface_ip, load_key, parse_group};
+
+/// How the server writes its log lines.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    /// One human-readable line per operation.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `circuit start`.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Address to listen on, HOST:PORT (port 0 picks a free port)
+    #[arg(short = 'a', long = "addr", value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Listen on the first IPv4 address of this interface (and use it for multicast)
+    #[arg(long = "if", value_name = "IFACE")]
+    pub iface: Option<String>,
+    /// Join the cluster of the server at URL
+    #[arg(short = 'j', long = "join", value_name = "URL")]
+    pub join: Option<String>,
+    /// Answer UDP multicast discovery on ADDR (default group 228.8.8.8:8822); '' turns it off
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true,
+          default_missing_value = circuit_proto::beacon::DEFAULT_GROUP, env = "CIRCUIT_DISCOVER")]
+    pub discover: Option<String>,
+    /// File holding the cluster key (as written by `circuit keygen`)
+    #[arg(long, value_name = "FILE", env = "CIRCUIT_HMAC")]
+    pub hmac: Option<PathBuf>,
+    /// State directory (default: a fresh one under $TMPDIR, removed at exit)
+    #[arg(long = "var", value_name = "DIR")]
+    pub var: Option<PathBuf>,
+    /// Log line format
+    #[arg(long = "log-format", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    };
+    full.to_socket_addrs()
+        .with_context(|| format!("-a {addr}: expected HOST:PORT, like 127.0.0.1:11022 or 0.0.0.0:0"))?
+        .next()
+        .with_context(|| format!("-a {addr}: the host name has no address"))
+}
+
+fn config(args: &StartArgs) -> Result<Config> {
+    let iface = args.iface.as_deref().map(iface_ip).transpose()?;
+    let addr = match (&args.addr, iface) {
+        (Some(a), _) => resolve(a)?,
+        (None, Some(ip)) => SocketAddr::new(IpAddr::V4(ip), 0),
+        (None, None) => bail!("start needs -a HOST:PORT or -if IFACE to know where to listen"),
+    };
+    if args.join.is_some() {
+        bail!("-join: cluster membership is not in this build yet; run single servers for now");
+    }
+    let multicast_if = match (iface, addr.ip()) {
+        (Some(ip), _) => ip,
+        (None, IpAddr::V4(ip)) if !ip.is_unspecified() => ip,
+        _ => Ipv4Addr::UNSPECIFIED,
+    };
+    let discover = args
+        .discover
+        .as_deref()
+        .filter(|g| !g.is_empty())
+        .map(parse_group)
+        .transpose()?;
+    Ok(Config {
+        addr,
+        key: load_key(&args.hmac)?,
+        discover,
+        multicast_if,
+        var_dir: args.var.clone(),
+    })
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CIRCUIT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Runs the server until it is stopped.
+pub fn run(args: StartArgs) -> Result<()> {
+    let config = config(&args)?;
+    init_logs(args.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let server = Server::bind(config).await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", server.url())?;
+        out.flush()?;
+        drop(out);
+        server.run().await?;
+        anyhow::Ok(())
+    })
+}
