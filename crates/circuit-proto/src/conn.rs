@@ -41,11 +41,12 @@ pub enum CallError {
 /// open for the bytes that follow a streaming request.
 pub async fn call(control: &mut Control, req: &Request) -> Result<(Response, StreamHandle), CallError> {
     let mut stream = control.open_stream().await.map_err(|_| CallError::Closed)?;
-    write_frame(&mut stream, req).await?;
-    let resp = read_frame(&mut stream).await.map_err(|e| match e {
-        FrameError::Eof => CallError::Closed,
+    let lost = |e: FrameError| match e {
+        FrameError::Eof | FrameError::Io(_) => CallError::Closed,
         e => e.into(),
-    })?;
+    };
+    write_frame(&mut stream, req).await.map_err(lost)?;
+    let resp = read_frame(&mut stream).await.map_err(lost)?;
     Ok((resp, stream))
 }
 

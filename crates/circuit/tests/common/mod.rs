@@ -1,0 +1,202 @@
+//! Test support: real `circuit` servers as child processes on loopback, and
+//! the real CLI run against them. Every wait is bounded; every server is
+//! killed by PID when its handle drops.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_circuit"))
+}
+
+/// A running server, killed on drop.
+pub struct TestServer {
+    pub child: Child,
+    /// Its URL, as printed on stdout.
+    pub url: String,
+    /// Its root path, `/X…`.
+    pub id: String,
+    /// Everything it wrote on stderr so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl TestServer {
+    /// `circuit start -a 127.0.0.1:0` plus `extra` flags.
+    pub fn start(extra: &[&str]) -> TestServer {
+        let mut child = Command::new(bin())
+            .args(["start", "-a", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("CIRCUIT_DISCOVER")
+            .env_remove("CIRCUIT_HMAC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn circuit start");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read URL");
+        let url = line.trim().to_string();
+        assert!(
+            url.starts_with("circuit://"),
+            "server printed {url:?}; log: {}",
+            log.lock().unwrap()
+        );
+        let id = format!("/{}", url.rsplit('/').next().unwrap());
+        TestServer { child, url, id, log }
+    }
+
+    /// Runs the CLI against this server: `circuit CMD -d URL ARGS...`.
+    pub fn cli(&self, cmd: &str, args: &[&str]) -> Output {
+        self.cli_in(cmd, args, b"")
+    }
+
+    /// Like `cli`, with bytes on stdin.
+    pub fn cli_in(&self, cmd: &str, args: &[&str], stdin: &[u8]) -> Output {
+        let mut full = vec![cmd, "-d", &self.url];
+        full.extend_from_slice(args);
+        run_cli(&full, stdin, &[])
+    }
+
+    /// Waits (bounded) for the server process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The server's stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `circuit ARGS` with `stdin` and extra environment, bounded to 60 s.
+pub fn run_cli(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env_remove("CIRCUIT")
+        .env_remove("CIRCUIT_DISCOVER")
+        .env_remove("CIRCUIT_HMAC")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn circuit");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let pid = child.id();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Our own child, by PID: a hung CLI fails the test instead of hanging it.
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let out = child.wait_with_output().expect("wait for circuit");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = writer.join();
+    out
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+pub fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed: {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Asserts failure with exit code 1 and a one-line error; returns it.
+#[track_caller]
+pub fn fails(o: Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit 1: stdout: {} stderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "error must be one line: {err:?}");
+    err
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("circuit-test-{tag}-{}-{}", std::process::id(), rand_u32()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)
+}
