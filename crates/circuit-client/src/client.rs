@@ -10,6 +10,9 @@ use tokio::net::TcpStream;
 use crate::anchor::{Anchor, Server};
 use crate::error::Error;
 
+/// How long `dial` waits for the TCP connection to open.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A connection to one dial-in server, through which the whole cluster is
 /// reached. Cheap to clone: clones share the connection.
 #[derive(Clone)]
@@ -28,10 +31,16 @@ impl Client {
 
     /// Like [`Client::dial`], with a parsed URL.
     pub async fn dial_url(url: CircuitUrl, key: Option<&Key>) -> Result<Client, Error> {
-        let tcp = TcpStream::connect(&url.addr).await.map_err(|err| Error::Connect {
-            addr: url.addr.clone(),
-            err,
-        })?;
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&url.addr)).await {
+            Ok(r) => r.map_err(|err| Error::Connect { addr: url.addr.clone(), err })?,
+            Err(_) => {
+                let err = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s (host down or cut off?)", CONNECT_TIMEOUT.as_secs()),
+                );
+                return Err(Error::Connect { addr: url.addr.clone(), err });
+            }
+        };
         let io = client_handshake(tcp, key).await.map_err(|err| Error::Handshake {
             addr: url.addr.clone(),
             err,

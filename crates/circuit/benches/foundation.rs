@@ -20,8 +20,9 @@ impl Drop for Server {
 }
 
 fn start(extra: &[&str]) -> Server {
+    let threads = std::env::var("BENCH_THREADS").unwrap_or_else(|_| "2".into());
     let mut child = Command::new(env!("CARGO_BIN_EXE_circuit"))
-        .args(["start", "-a", "127.0.0.1:0"])
+        .args(["start", "-a", "127.0.0.1:0", "--threads", &threads])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -41,6 +41,9 @@ pub struct StartArgs {
     /// State directory (default: a fresh one under $TMPDIR, removed at exit)
     #[arg(long = "var", value_name = "DIR")]
     pub var: Option<PathBuf>,
+    /// Worker threads serving requests (1 runs everything on one thread)
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub threads: usize,
     /// Log line format
     #[arg(long = "log-format", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -106,11 +109,14 @@ fn init_logs(format: LogFormat) {
 pub fn run(args: StartArgs) -> Result<()> {
     let config = config(&args)?;
     init_logs(args.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(16)
-        .enable_all()
-        .build()?;
+    let mut rt = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads);
+        b
+    };
+    let rt = rt.max_blocking_threads(16).enable_all().build()?;
     rt.block_on(async {
         let server = Server::bind(config).await?;
         let mut out = std::io::stdout().lock();

@@ -3,6 +3,8 @@
 //! killed by PID when its handle drops.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -28,9 +30,14 @@ pub struct TestServer {
 impl TestServer {
     /// `circuit start -a 127.0.0.1:0` plus `extra` flags.
     pub fn start(extra: &[&str]) -> TestServer {
-        let mut child = Command::new(bin())
-            .args(["start", "-a", "127.0.0.1:0"])
-            .args(extra)
+        let mut cmd = Command::new(bin());
+        cmd.args(["start", "-a", "127.0.0.1:0"]).args(extra);
+        TestServer::spawn(cmd)
+    }
+
+    /// Starts the server `cmd` describes (e.g. inside a network namespace).
+    pub fn spawn(mut cmd: Command) -> TestServer {
+        let mut child = cmd
             .env_remove("CIRCUIT_DISCOVER")
             .env_remove("CIRCUIT_HMAC")
             .stdin(Stdio::null())
