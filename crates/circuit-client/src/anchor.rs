@@ -25,6 +25,11 @@ impl Anchor {
         &self.path
     }
 
+    /// The connection this anchor is reached through.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The child anchor `name`; the name is checked here.
     pub fn walk(&self, name: &str) -> Result<Anchor, Error> {
         Ok(Anchor::new(self.client.clone(), self.path.child(name)?))

@@ -32,13 +32,22 @@ impl Client {
     /// Like [`Client::dial`], with a parsed URL.
     pub async fn dial_url(url: CircuitUrl, key: Option<&Key>) -> Result<Client, Error> {
         let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&url.addr)).await {
-            Ok(r) => r.map_err(|err| Error::Connect { addr: url.addr.clone(), err })?,
+            Ok(r) => r.map_err(|err| Error::Connect {
+                addr: url.addr.clone(),
+                err,
+            })?,
             Err(_) => {
                 let err = std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!("no answer within {} s (host down or cut off?)", CONNECT_TIMEOUT.as_secs()),
+                    format!(
+                        "no answer within {} s (host down or cut off?)",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
                 );
-                return Err(Error::Connect { addr: url.addr.clone(), err });
+                return Err(Error::Connect {
+                    addr: url.addr.clone(),
+                    err,
+                });
             }
         };
         let io = client_handshake(tcp, key).await.map_err(|err| Error::Handshake {

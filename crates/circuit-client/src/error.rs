@@ -40,6 +40,9 @@ pub enum Error {
     /// The server answered something this client does not understand.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+    /// Reading or writing an element's byte stream failed.
+    #[error("{0}")]
+    Io(std::io::Error),
 }
 
 impl Error {

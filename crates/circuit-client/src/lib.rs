@@ -9,18 +9,24 @@
 //! let client = circuit_client::Client::dial("circuit://127.0.0.1:11022/1234/X88550014d4c82e4d", None).await?;
 //! for server in client.servers().await? {
 //!     println!("{}", server.path());
-//!     println!("{}", server.peek().await?);
+//!     println!("{:?}", server.peek().await?);
 //! }
 //! # Ok(()) }
 //! ```
 
 mod anchor;
+mod chan;
 mod client;
 mod discover;
 mod error;
+mod proc;
 
 pub use anchor::{Anchor, Server, ServerStat};
-pub use circuit_proto::{CircuitUrl, Entry, ErrorKind, Key, Path, ServerId, WireError};
+pub use chan::{Chan, ChanReader, ChanStat, ChanWriter};
+pub use circuit_proto::{
+    CircuitUrl, Entry, ErrorKind, Key, Path, ProcExit, ProcPhase, ProcSpec, ProcStat, ServerId, WireError,
+};
 pub use client::Client;
 pub use discover::discover_url;
 pub use error::Error;
+pub use proc::{Proc, ProcOutput, ProcStdin};

@@ -59,3 +59,24 @@ pub async fn respond(stream: &mut StreamHandle, resp: &Response) -> Result<(), F
 pub async fn finish(stream: &mut StreamHandle) {
     let _ = stream.shutdown().await;
 }
+
+/// Keeps moving a stream's incoming frames off the connection while its
+/// owner is busy elsewhere (e.g. blocked writing what it read to a slow
+/// consumer); never completes, so race it against that work with `select!`.
+///
+/// The multiplexer hands each stream its frames through a queue of 8; when
+/// one stream's queue is full, the whole session stops reading the socket
+/// until it drains, which stalls every other stream of the connection (and
+/// deadlocks if one of them is what would unblock this one). Frames taken
+/// here wait in the stream's own buffer, which flow control bounds to its
+/// window: nothing is read on the owner's behalf, no window is granted.
+pub async fn pump(stream: &mut StreamHandle) -> std::convert::Infallible {
+    std::future::poll_fn(|cx| {
+        let mut byte = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        // Registers for the next frame; the peeked byte stays in the stream.
+        let _ = stream.poll_peek(cx, &mut buf);
+        std::task::Poll::Pending
+    })
+    .await
+}

@@ -3,15 +3,18 @@
 //! the secure channel and the multiplexed connection built on it.
 
 pub mod beacon;
+pub mod chunk;
 pub mod conn;
 pub mod frame;
 pub mod msg;
 pub mod path;
+pub mod proc;
 pub mod secure;
 pub mod url;
 
 pub use msg::{Entry, ErrorKind, Reply, Request, Response, WireError};
 pub use path::{Path, PathError, ServerId};
+pub use proc::{ProcExit, ProcPhase, ProcSpec, ProcStat};
 pub use secure::Key;
 pub use url::CircuitUrl;
 

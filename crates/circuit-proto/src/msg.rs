@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::path::Path;
+use crate::proc::ProcSpec;
 
 /// What a client (or a forwarding server) asks of a server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +18,42 @@ pub enum Request {
     Scrub { path: Path },
     /// Stop the server `path` names, cleanly.
     Stop { path: Path },
+    /// Start a process and hold it at `path` (answered once it has started,
+    /// or failed to).
+    MakeProc { path: Path, spec: ProcSpec },
+    /// Write into the stdin of the process at `path`: after `Done`, the
+    /// client streams bytes and closes its side; the server closes the
+    /// process's stdin and answers with a second response frame.
+    Stdin { path: Path },
+    /// Read the stdout of the process at `path`: after `Done`, raw bytes
+    /// until end of file. The client sends nothing more and keeps its side
+    /// open while it reads: the server takes a close or reset as the reader
+    /// leaving, and keeps the rest of the output for the next one.
+    Stdout { path: Path },
+    /// Read the stderr of the process at `path`, as [`Request::Stdout`].
+    Stderr { path: Path },
+    /// Block until the process at `path` has ended; the answer is its
+    /// status as JSON ([`crate::ProcStat`]). The server gives up if the
+    /// client closes its side first.
+    Wait { path: Path },
+    /// Send a signal to the process at `path`. The signal is a name (`TERM`,
+    /// `SIGTERM`, `term`) or a number (`15`), resolved by the server, since
+    /// numbers differ between platforms.
+    Signal { path: Path, signal: String },
+    /// Make a channel holding up to `cap` buffered messages at `path`.
+    MakeChan { path: Path, cap: u64 },
+    /// Send one message on the channel at `path`. The server answers `Done`
+    /// once the message has a place (buffer room or a waiting receiver); the
+    /// client then streams the message as chunks ([`crate::chunk`]) closed by
+    /// an end chunk, and the server answers with a second response frame
+    /// once the whole message is in the channel.
+    Send { path: Path },
+    /// Receive one message from the channel at `path`. The server answers
+    /// `Done` once a message is available, then streams it as chunks
+    /// ([`crate::chunk`]) closed by an end chunk or a failure.
+    Recv { path: Path },
+    /// Close the channel at `path`: later sends fail, receivers drain it.
+    Close { path: Path },
 }
 
 impl Request {
@@ -26,6 +63,16 @@ impl Request {
             Request::List { path, .. } | Request::Peek { path } | Request::Scrub { path } | Request::Stop { path } => {
                 path
             }
+            Request::MakeProc { path, .. }
+            | Request::Stdin { path }
+            | Request::Stdout { path }
+            | Request::Stderr { path }
+            | Request::Wait { path }
+            | Request::Signal { path, .. } => path,
+            Request::MakeChan { path, .. }
+            | Request::Send { path }
+            | Request::Recv { path }
+            | Request::Close { path } => path,
         }
     }
 
@@ -36,6 +83,16 @@ impl Request {
             Request::Peek { .. } => "peek",
             Request::Scrub { .. } => "scrub",
             Request::Stop { .. } => "stop",
+            Request::MakeProc { .. } => "mkproc",
+            Request::Stdin { .. } => "stdin",
+            Request::Stdout { .. } => "stdout",
+            Request::Stderr { .. } => "stderr",
+            Request::Wait { .. } => "wait",
+            Request::Signal { .. } => "signal",
+            Request::MakeChan { .. } => "mkchan",
+            Request::Send { .. } => "send",
+            Request::Recv { .. } => "recv",
+            Request::Close { .. } => "close",
         }
     }
 }

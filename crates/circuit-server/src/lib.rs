@@ -46,6 +46,8 @@ pub struct State {
     pub stop: Notify,
     /// The configuration it runs with.
     pub config: Config,
+    /// Reaps every process this server started (see `elements::proc`).
+    pub reaper: elements::proc::Reaper,
 }
 
 /// A bound server, ready to run.
@@ -99,6 +101,7 @@ impl Server {
             ns: Mutex::new(ns),
             stop: Notify::new(),
             config,
+            reaper: elements::proc::Reaper::start(),
         });
         Ok(Server { state, listener, var })
     }

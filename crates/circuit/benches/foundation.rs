@@ -29,7 +29,9 @@ fn start(extra: &[&str]) -> Server {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let url = line.trim().to_string();
     let id = format!("/{}", url.rsplit('/').next().unwrap());
     Server { child, url, id }
@@ -88,9 +90,16 @@ fn main() {
     println!("idle server RSS after start: {:.2} MiB", rss_kib(pid) as f64 / 1024.0);
 
     let (med, p99) = cli_peek(&plain, None, 200);
-    println!("CLI peek, plain (200 runs): median {:.2} ms, p99 {:.2} ms", ms(med), ms(p99));
+    println!(
+        "CLI peek, plain (200 runs): median {:.2} ms, p99 {:.2} ms",
+        ms(med),
+        ms(p99)
+    );
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (lmed, lp99, thr) = rt.block_on(async {
         let c = circuit_client::Client::dial(&plain.url, None).await.unwrap();
         let a = c.walk(&plain.id).unwrap();
@@ -119,14 +128,25 @@ fn main() {
         }
         (m, p, 32_000.0 / t.elapsed().as_secs_f64())
     });
-    println!("library peek, plain (20,000 sequential): median {:.1} µs, p99 {:.1} µs", us(lmed), us(lp99));
+    println!(
+        "library peek, plain (20,000 sequential): median {:.1} µs, p99 {:.1} µs",
+        us(lmed),
+        us(lp99)
+    );
     println!("library peek, plain, 32 concurrent callers: {thr:.0} peeks/s");
     println!("server RSS after that load: {:.2} MiB", rss_kib(pid) as f64 / 1024.0);
 
     let keyed = start(&["-hmac", &keyfile]);
     let (kmed, kp99) = cli_peek(&keyed, Some(&keyfile), 200);
-    println!("CLI peek, keyed (200 runs): median {:.2} ms, p99 {:.2} ms", ms(kmed), ms(kp99));
-    println!("handshake cost on a CLI call (keyed - plain median): {:.2} ms", ms(kmed) - ms(med));
+    println!(
+        "CLI peek, keyed (200 runs): median {:.2} ms, p99 {:.2} ms",
+        ms(kmed),
+        ms(kp99)
+    );
+    println!(
+        "handshake cost on a CLI call (keyed - plain median): {:.2} ms",
+        ms(kmed) - ms(med)
+    );
     let key = circuit_proto::Key::load(keyfile.as_ref()).unwrap();
     let kl = rt.block_on(async {
         let c = circuit_client::Client::dial(&keyed.url, Some(&key)).await.unwrap();

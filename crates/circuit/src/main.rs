@@ -60,6 +60,91 @@ enum Cmd {
         /// Server path, /X…
         path: String,
     },
+    /// Make a channel at PATH holding up to CAP buffered messages (0: every send waits for a receiver)
+    Mkchan {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Anchor path
+        path: String,
+        /// Buffer capacity, in messages (an integer ≥ 0)
+        #[arg(allow_hyphen_values = true)]
+        cap: String,
+    },
+    /// Send stdin as one message on the channel at PATH; waits for a receiver or buffer room
+    Send {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Channel path
+        path: String,
+    },
+    /// Receive one message from the channel at PATH and print it on stdout
+    Recv {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Channel path
+        path: String,
+    },
+    /// Close the channel at PATH: later sends fail, receivers drain what is left
+    Close {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Channel path
+        path: String,
+    },
+    /// Start a process at PATH; its spec is JSON on stdin, like {"Path": "/bin/ls", "Args": ["/"]}
+    Mkproc {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Remove the element when the process exits
+        #[arg(long = "scrub")]
+        scrub: bool,
+        /// Anchor path, /X…/name
+        path: String,
+    },
+    /// Copy this tool's stdin into the process at PATH, then close the process's stdin
+    Stdin {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Anchor path of a process
+        path: String,
+    },
+    /// Copy the stdout of the process at PATH to this tool's stdout, until it ends
+    Stdout {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Anchor path of a process
+        path: String,
+    },
+    /// Copy the stderr of the process at PATH to this tool's stdout, until it ends
+    Stderr {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Anchor path of a process
+        path: String,
+    },
+    /// Wait until the process at PATH exits; print its status as JSON
+    Wait {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Anchor path of a process
+        path: String,
+    },
+    /// Wait until every process named on stdin (one path a line) has exited
+    Waitall {
+        #[command(flatten)]
+        dial: DialArgs,
+    },
+    /// Send a signal to the process at PATH: `signal TERM PATH` (or `signal PATH TERM`; SIGTERM, term, 15 work too)
+    Signal {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// The signal (TERM, SIGTERM, term, 15), or the path
+        #[arg(value_name = "SIG")]
+        first: String,
+        /// The path (or the signal)
+        #[arg(value_name = "PATH")]
+        second: String,
+    },
 }
 
 fn client_rt() -> Result<tokio::runtime::Runtime> {
@@ -90,6 +175,43 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Stop { dial, path } => {
             client_rt()?.block_on(async { cmd::anchor::stop(&dial.connect().await?, &path).await })
+        }
+        Cmd::Mkchan { dial, path, cap } => {
+            let cap = cmd::chan::parse_cap(&cap)?;
+            client_rt()?.block_on(async { cmd::chan::mkchan(&dial.connect().await?, &path, cap).await })
+        }
+        Cmd::Send { dial, path } => {
+            client_rt()?.block_on(async { cmd::chan::send(&dial.connect().await?, &path).await })
+        }
+        Cmd::Recv { dial, path } => {
+            client_rt()?.block_on(async { cmd::chan::recv(&dial.connect().await?, &path).await })
+        }
+        Cmd::Close { dial, path } => {
+            client_rt()?.block_on(async { cmd::chan::close(&dial.connect().await?, &path).await })
+        }
+        Cmd::Mkproc { dial, scrub, path } => {
+            let input = cmd::proc::read_stdin()?;
+            client_rt()?.block_on(async { cmd::proc::mkproc(&dial.connect().await?, &path, scrub, &input).await })
+        }
+        Cmd::Stdin { dial, path } => {
+            client_rt()?.block_on(async { cmd::proc::stdin(&dial.connect().await?, &path).await })
+        }
+        Cmd::Stdout { dial, path } => {
+            client_rt()?.block_on(async { cmd::proc::output(&dial.connect().await?, &path, false).await })
+        }
+        Cmd::Stderr { dial, path } => {
+            client_rt()?.block_on(async { cmd::proc::output(&dial.connect().await?, &path, true).await })
+        }
+        Cmd::Wait { dial, path } => {
+            client_rt()?.block_on(async { cmd::proc::wait(&dial.connect().await?, &path).await })
+        }
+        Cmd::Waitall { dial } => {
+            let input = cmd::proc::read_stdin()?;
+            client_rt()?.block_on(async { cmd::proc::waitall(&dial.connect().await?, &input).await })
+        }
+        Cmd::Signal { dial, first, second } => {
+            let (sig, path) = cmd::proc::signal_args(first, second);
+            client_rt()?.block_on(async { cmd::proc::signal(&dial.connect().await?, &sig, &path).await })
         }
     }
 }

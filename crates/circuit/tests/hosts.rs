@@ -10,7 +10,8 @@ use common::{TestServer, bin, fails, ok, stdout};
 
 fn server_in(net: &Net, host: usize, extra: &[&str]) -> TestServer {
     let mut cmd = net.command(host, &bin());
-    cmd.args(["start", "-a", &format!("{}:0", net.hosts[host].ip)]).args(extra);
+    cmd.args(["start", "-a", &format!("{}:0", net.hosts[host].ip)])
+        .args(extra);
     TestServer::spawn(cmd)
 }
 
@@ -28,9 +29,16 @@ fn clients_reach_servers_on_other_hosts_and_notice_cut_offs() {
     let t = Instant::now();
     let e = fails(net.cli(0, &["ls", "-d", &servers[2].url, "/"]));
     assert!(e.contains("cannot reach"), "{e}");
-    assert!(t.elapsed() < Duration::from_secs(20), "a cut-off host fails fast: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "a cut-off host fails fast: {:?}",
+        t.elapsed()
+    );
     // The others are unaffected.
-    assert_eq!(ok(net.cli(0, &["ls", "-d", &servers[1].url, "/"])), format!("{}\n", servers[1].id));
+    assert_eq!(
+        ok(net.cli(0, &["ls", "-d", &servers[1].url, "/"])),
+        format!("{}\n", servers[1].id)
+    );
 
     net.heal(2);
     let end = Instant::now() + Duration::from_secs(10);
@@ -47,7 +55,11 @@ fn multicast_discovery_across_hosts() {
     let Some(net) = Net::new(2) else { return };
     let group = "239.77.0.9:28829";
     let srv = server_in(&net, 1, &["-if", "eth0", "-discover", group]);
-    assert!(srv.url.contains(&net.hosts[1].ip), "-if eth0 binds that address: {}", srv.url);
+    assert!(
+        srv.url.contains(&net.hosts[1].ip),
+        "-if eth0 binds that address: {}",
+        srv.url
+    );
     let out = ok(net.cli(0, &["ls", "-discover", group, "-if", "eth0", "/"]));
     assert_eq!(out, format!("{}\n", srv.id));
 }

@@ -2,11 +2,20 @@
 //! enum is the one place that knows them all, so dispatch is a `match` and a
 //! request for the wrong kind is an ordinary error, not a failed downcast.
 
+pub mod chan;
+pub mod proc;
+
+use std::sync::Arc;
+
 /// An element held by an anchor. Cloning clones a handle, not the element.
 #[derive(Clone)]
 pub enum Element {
     /// The server itself, at `/X…`.
     Server,
+    /// An OS process started by this server.
+    Proc(Arc<proc::Proc>),
+    /// A channel of byte messages.
+    Chan(Arc<chan::Chan>),
 }
 
 impl Element {
@@ -14,6 +23,8 @@ impl Element {
     pub fn kind(&self) -> &'static str {
         match self {
             Element::Server => "server",
+            Element::Proc(_) => "proc",
+            Element::Chan(_) => "chan",
         }
     }
 
@@ -21,6 +32,8 @@ impl Element {
     pub fn scrub(self) {
         match self {
             Element::Server => {}
+            Element::Proc(p) => p.scrub(),
+            Element::Chan(c) => c.abort(),
         }
     }
 }

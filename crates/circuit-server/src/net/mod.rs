@@ -2,6 +2,8 @@
 //! multiplexed; each inbound stream carries one request. `net` knows where a
 //! request goes, not what elements do with it.
 
+mod chan;
+mod proc;
 mod route;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

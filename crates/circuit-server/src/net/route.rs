@@ -57,7 +57,18 @@ fn root(state: &State, req: &Request) -> Response {
             Ok(Reply::List(out))
         }
         Request::Peek { .. } => Ok(Reply::Json("null".into())),
-        Request::Scrub { .. } | Request::Stop { .. } => Err(WireError::new(
+        Request::Scrub { .. }
+        | Request::Stop { .. }
+        | Request::MakeProc { .. }
+        | Request::Stdin { .. }
+        | Request::Stdout { .. }
+        | Request::Stderr { .. }
+        | Request::Wait { .. }
+        | Request::Signal { .. }
+        | Request::MakeChan { .. }
+        | Request::Send { .. }
+        | Request::Recv { .. }
+        | Request::Close { .. } => Err(WireError::new(
             ErrorKind::Invalid,
             format!("{} needs a path below a server, like /{}/name", req.verb(), state.id),
         )),
@@ -84,12 +95,28 @@ fn list_local(state: &State, path: &Path, recursive: bool) -> Vec<Entry> {
 /// Serves a request for this server. One-shot requests return their
 /// response; streaming ones answer on `stream` themselves and return `None`.
 async fn local(state: &Arc<State>, req: &Request, stream: &mut StreamHandle) -> Option<Response> {
-    let _ = &stream;
+    match req {
+        Request::Stdin { path } => return super::proc::write_in(state, path, stream).await,
+        Request::Stdout { path } => return super::proc::read_out(state, path, "stdout", stream).await,
+        Request::Stderr { path } => return super::proc::read_out(state, path, "stderr", stream).await,
+        Request::Wait { path } => return super::proc::wait(state, path, stream).await,
+        Request::Send { path } => return super::chan::send(state, path, stream).await,
+        Request::Recv { path } => return super::chan::recv(state, path, stream).await,
+        _ => {}
+    }
     Some(match req {
         Request::List { path, recursive } => Ok(Reply::List(list_local(state, path, *recursive))),
         Request::Peek { path } => peek(state, path),
         Request::Scrub { path } => scrub(state, path),
         Request::Stop { path } => stop(state, path),
+        Request::MakeProc { path, spec } => super::proc::make(state, path, spec),
+        Request::Signal { path, signal } => super::proc::signal(state, path, signal),
+        Request::MakeChan { path, cap } => super::chan::make(state, path, *cap),
+        Request::Close { path } => super::chan::close(state, path),
+        Request::Send { .. } | Request::Recv { .. } => unreachable!("streaming requests are served above"),
+        Request::Stdin { .. } | Request::Stdout { .. } | Request::Stderr { .. } | Request::Wait { .. } => {
+            unreachable!("streaming requests are served above")
+        }
     })
 }
 
@@ -98,6 +125,8 @@ fn peek(state: &State, path: &Path) -> Response {
     Ok(Reply::Json(match el {
         None => "null".into(),
         Some(Element::Server) => server_stat(state),
+        Some(Element::Proc(p)) => serde_json::to_string(&p.stat()).expect("a proc status serializes"),
+        Some(Element::Chan(c)) => serde_json::to_string(&c.stat()).expect("a chan status serializes"),
     }))
 }
 

@@ -111,7 +111,9 @@ mod tests {
         assert_eq!(parse_glob("/").unwrap(), (Path::root(), false));
         let (p, r) = parse_glob("/X0000000000000001/this/...").unwrap();
         assert_eq!((p.to_string().as_str(), r), ("/X0000000000000001/this", true));
-        assert!(parse_glob("/X0000000000000001/a...").is_err());
+        // Only a whole trailing `...` component means recursion; `a...` is a name.
+        let (p, r) = parse_glob("/X0000000000000001/a...").unwrap();
+        assert_eq!((p.names(), r), (&["a...".to_string()][..], false));
     }
 
     #[test]

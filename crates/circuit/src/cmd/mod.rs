@@ -1,5 +1,7 @@
 //! One module per group of commands.
 
 pub mod anchor;
+pub mod chan;
 pub mod keygen;
+pub mod proc;
 pub mod start;

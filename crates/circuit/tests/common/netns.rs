@@ -31,7 +31,11 @@ fn ip(args: &[&str]) -> Result<Output, String> {
     if out.status.success() {
         Ok(out)
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -45,7 +49,10 @@ impl Net {
         let switch = format!("cts{tag}");
         let built = (|| -> Result<Net, String> {
             ip(&["netns", "add", &switch])?;
-            let mut net = Net { switch: switch.clone(), hosts: Vec::new() };
+            let mut net = Net {
+                switch: switch.clone(),
+                hosts: Vec::new(),
+            };
             ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
             ip(&["-n", &switch, "link", "set", "br0", "up"])?;
             // A /16 of our own inside these namespaces; nothing outside sees it.
@@ -54,8 +61,14 @@ impl Net {
                 let ns = format!("cth{tag}x{i}");
                 let port = format!("p{i}");
                 ip(&["netns", "add", &ns])?;
-                net.hosts.push(Host { ns: ns.clone(), ip: format!("10.201.{subnet}.{}", i + 1), port: port.clone() });
-                ip(&["-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+                net.hosts.push(Host {
+                    ns: ns.clone(),
+                    ip: format!("10.201.{subnet}.{}", i + 1),
+                    port: port.clone(),
+                });
+                ip(&[
+                    "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ])?;
                 ip(&["-n", &switch, "link", "set", &port, "master", "br0", "up"])?;
                 let host = net.hosts.last().unwrap();
                 ip(&["-n", &ns, "addr", "add", &format!("{}/24", host.ip), "dev", "eth0"])?;

@@ -1,0 +1,245 @@
+//! Process elements: start an OS process on a server, talk to its standard
+//! streams, signal it and wait for it.
+//!
+//! ```no_run
+//! # async fn demo(client: circuit_client::Client) -> Result<(), circuit_client::Error> {
+//! use circuit_client::ProcSpec;
+//! use tokio::io::AsyncReadExt;
+//!
+//! let anchor = client.walk("/X88550014d4c82e4d/pippi")?;
+//! let proc = anchor.make_proc(ProcSpec::new("/bin/ls", ["/"])).await?;
+//! proc.stdin().await?.close().await?;
+//! let mut listing = String::new();
+//! proc.stdout().await?.read_to_string(&mut listing).await.map_err(circuit_client::Error::Io)?;
+//! let stat = proc.wait().await?;
+//! println!("{listing}{:?}", stat.exit);
+//! proc.scrub().await?;
+//! # Ok(()) }
+//! ```
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use circuit_proto::conn::StreamHandle;
+use circuit_proto::frame::read_frame;
+use circuit_proto::{ErrorKind, Path, ProcSpec, ProcStat, Reply, Request, Response, WireError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::anchor::Anchor;
+use crate::error::Error;
+
+impl Anchor {
+    /// Starts a process on the anchor's server and places it here. Fails if
+    /// the anchor already holds an element, or if the process cannot be
+    /// started (the error is the OS's; the element then stays, in phase
+    /// `unknown`, unless `spec.scrub` is set).
+    pub async fn make_proc(&self, spec: ProcSpec) -> Result<Proc, Error> {
+        let req = Request::MakeProc {
+            path: self.path().clone(),
+            spec,
+        };
+        match self.client().call(&req).await? {
+            Reply::Done => Ok(self.proc()),
+            r => Err(Error::Protocol(format!("{r:?}"))),
+        }
+    }
+
+    /// A handle on the process held here. Nothing is checked until it is used.
+    pub fn proc(&self) -> Proc {
+        Proc(self.clone())
+    }
+}
+
+/// A handle on a process element. Cheap to clone.
+#[derive(Clone)]
+pub struct Proc(Anchor);
+
+impl Proc {
+    /// The element's path.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// The anchor that holds the process.
+    pub fn anchor(&self) -> &Anchor {
+        &self.0
+    }
+
+    /// The process's status now.
+    pub async fn peek(&self) -> Result<ProcStat, Error> {
+        let text = self.0.peek_json().await?;
+        if text == "null" {
+            return Err(Error::Remote(WireError::new(
+                ErrorKind::NotFound,
+                format!("no process at {}", self.path()),
+            )));
+        }
+        serde_json::from_str(&text).map_err(|_| {
+            Error::Remote(WireError::new(
+                ErrorKind::WrongKind,
+                format!("anchor {} does not hold a proc", self.path()),
+            ))
+        })
+    }
+
+    /// Waits until the process has ended and returns its final status (at
+    /// once if it has ended already). Fails with [`ErrorKind::Aborted`] if the
+    /// element is scrubbed meanwhile.
+    pub async fn wait(&self) -> Result<ProcStat, Error> {
+        match self
+            .call(Request::Wait {
+                path: self.path().clone(),
+            })
+            .await?
+        {
+            Reply::Json(text) => {
+                serde_json::from_str(&text).map_err(|e| Error::Protocol(format!("process status: {e}")))
+            }
+            r => Err(Error::Protocol(format!("{r:?}"))),
+        }
+    }
+
+    /// Sends a signal: a name (`TERM`, `SIGTERM`, `term`) or a number (`15`),
+    /// resolved by the server.
+    pub async fn signal(&self, signal: &str) -> Result<(), Error> {
+        self.call(Request::Signal {
+            path: self.path().clone(),
+            signal: signal.to_string(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes the element. A running process keeps running (detached); the
+    /// server still reaps it when it ends.
+    pub async fn scrub(&self) -> Result<(), Error> {
+        self.0.scrub().await
+    }
+
+    /// Takes the process's stdin for writing (one writer at a time). Close it
+    /// with [`ProcStdin::close`] to close the process's stdin.
+    pub async fn stdin(&self) -> Result<ProcStdin, Error> {
+        let stream = self
+            .open(Request::Stdin {
+                path: self.path().clone(),
+            })
+            .await?;
+        Ok(ProcStdin { stream })
+    }
+
+    /// Reads the process's stdout (one reader at a time), until end of file.
+    /// Dropping the reader early leaves the rest for the next reader.
+    pub async fn stdout(&self) -> Result<ProcOutput, Error> {
+        let stream = self
+            .open(Request::Stdout {
+                path: self.path().clone(),
+            })
+            .await?;
+        Ok(ProcOutput { stream })
+    }
+
+    /// Reads the process's stderr, as [`Proc::stdout`].
+    pub async fn stderr(&self) -> Result<ProcOutput, Error> {
+        let stream = self
+            .open(Request::Stderr {
+                path: self.path().clone(),
+            })
+            .await?;
+        Ok(ProcOutput { stream })
+    }
+
+    async fn call(&self, req: Request) -> Result<Reply, Error> {
+        Ok(self.0.client().call_stream(&req).await?.0)
+    }
+
+    async fn open(&self, req: Request) -> Result<StreamHandle, Error> {
+        match self.0.client().call_stream(&req).await? {
+            (Reply::Done, stream) => Ok(stream),
+            (r, _) => Err(Error::Protocol(format!("{r:?}"))),
+        }
+    }
+}
+
+/// The process's stdin, as an [`AsyncWrite`]. Writes block while the process
+/// does not read (its pipe holds 32 KiB). [`ProcStdin::close`] closes it and
+/// reports whether every byte got through; dropping it without closing leaves
+/// the process's stdin open for another writer (bytes written so far are
+/// delivered). If the connection is lost, the process reads end of file.
+pub struct ProcStdin {
+    stream: StreamHandle,
+}
+
+impl ProcStdin {
+    /// Closes the process's stdin and waits for the server to confirm that
+    /// every byte written was delivered to the process.
+    pub async fn close(mut self) -> Result<(), Error> {
+        self.stream.shutdown().await.map_err(Error::Io)?;
+        trailer(read_frame(&mut self.stream).await)
+    }
+
+    /// Copies `src` to the end into the process's stdin, then closes it.
+    /// Stops early, with the server's error, if the process stops reading.
+    /// Returns the number of bytes copied.
+    pub async fn copy_from<R: AsyncRead + Unpin>(self, mut src: R) -> Result<u64, Error> {
+        let (mut rd, mut wr) = tokio::io::split(self.stream);
+        let answer = read_frame::<Response, _>(&mut rd);
+        tokio::pin!(answer);
+        let copy = async {
+            let n = tokio::io::copy(&mut src, &mut wr).await?;
+            wr.shutdown().await?;
+            Ok::<u64, std::io::Error>(n)
+        };
+        let n = tokio::select! {
+            early = &mut answer => {
+                trailer(early)?;
+                return Err(Error::Protocol("the server closed stdin before the input ended".into()));
+            }
+            n = copy => n.map_err(Error::Io)?,
+        };
+        trailer(answer.await)?;
+        Ok(n)
+    }
+}
+
+fn trailer(r: Result<Response, circuit_proto::frame::FrameError>) -> Result<(), Error> {
+    match r {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::Remote(e)),
+        Err(e) => Err(Error::Protocol(format!("no confirmation that stdin was closed: {e}"))),
+    }
+}
+
+impl AsyncWrite for ProcStdin {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The process's stdout or stderr, as an [`AsyncRead`] that ends at the
+/// process's end of file.
+pub struct ProcOutput {
+    stream: StreamHandle,
+}
+
+impl ProcOutput {
+    /// Reads everything to end of file.
+    pub async fn read_all(mut self) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        self.stream.read_to_end(&mut out).await.map_err(Error::Io)?;
+        Ok(out)
+    }
+}
+
+impl AsyncRead for ProcOutput {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}

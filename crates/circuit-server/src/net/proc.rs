@@ -1,0 +1,219 @@
+//! Requests on process elements: make, stdin/stdout/stderr streams, wait,
+//! signal. The element (`elements::proc`) knows processes; this glue knows
+//! streams, the namespace and the wire.
+
+use std::sync::Arc;
+
+use circuit_proto::conn::{self, StreamHandle};
+use circuit_proto::{ErrorKind, Path, ProcSpec, Reply, Response, WireError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+use crate::State;
+use crate::elements::Element;
+use crate::elements::proc::{OutLease, PIPE_SIZE, Proc, ProcError};
+
+fn wire(path: &Path, e: ProcError) -> WireError {
+    WireError::new(e.kind(), format!("{path}: {e}"))
+}
+
+/// The proc at `path`, or why there is none.
+pub fn get(state: &State, path: &Path) -> Result<Arc<Proc>, WireError> {
+    match state.ns.lock().unwrap().get(path.names()) {
+        Some(Element::Proc(p)) => Ok(p),
+        Some(other) => Err(WireError::new(
+            ErrorKind::WrongKind,
+            format!("anchor {path} holds a {}, not a proc", other.kind()),
+        )),
+        None => Err(WireError::new(ErrorKind::NotFound, format!("no process at {path}"))),
+    }
+}
+
+/// `mkproc`: starts the process and places it at `path`. A process that
+/// cannot be started stays as an element in phase `unknown` (unless its spec
+/// says `Scrub`), and the request fails with the exec error.
+pub fn make(state: &Arc<State>, path: &Path, spec: &ProcSpec) -> Response {
+    if path.is_server_root() {
+        return Err(WireError::new(
+            ErrorKind::Invalid,
+            format!("{path} is a server; make the process below it, like {path}/name"),
+        ));
+    }
+    crate::elements::proc::validate(spec).map_err(|e| wire(path, e))?;
+    let proc = {
+        let mut ns = state.ns.lock().unwrap();
+        if let Some(old) = ns.get(path.names()) {
+            return Err(WireError::new(
+                ErrorKind::Exists,
+                format!("anchor {path} already holds a {}", old.kind()),
+            ));
+        }
+        // Spawned under the lock so that two makers of one path cannot both start.
+        let proc = Proc::spawn(&state.reaper, spec.clone());
+        if proc.spawn_error().is_none() || !spec.scrub {
+            ns.insert(path.names(), Element::Proc(proc.clone()))
+                .expect("checked free under the same lock");
+        }
+        proc
+    };
+    if let Some(err) = proc.spawn_error() {
+        warn!(op = "mkproc", %path, cmd = %spec.path, error = %err, kept = !spec.scrub, "cannot start");
+        return Err(WireError::new(ErrorKind::Io, err));
+    }
+    info!(op = "mkproc", %path, cmd = %spec.path, args = ?spec.args, pid = proc.pid(), scrub = spec.scrub, "started");
+    // Watches the process until it ends or is scrubbed: logs the end and, with
+    // `Scrub`, removes the element.
+    let (state, path) = (state.clone(), path.clone());
+    tokio::spawn(async move {
+        let Ok(stat) = proc.wait().await else { return };
+        info!(op = "exit", %path, pid = proc.pid(), phase = %stat.phase, exit = ?stat.exit, "process ended");
+        if !proc.spec().scrub {
+            return;
+        }
+        let mut ns = state.ns.lock().unwrap();
+        if matches!(ns.get(path.names()), Some(Element::Proc(p)) if Arc::ptr_eq(&p, &proc)) {
+            ns.remove(path.names());
+            drop(ns);
+            info!(op = "scrub", %path, "scrubbed on exit, as its spec asks");
+            proc.scrub();
+        }
+    });
+    Ok(Reply::Done)
+}
+
+/// Reads at most one byte from the client; returns once the client has
+/// gone (it never writes on a read stream, so any answer means that).
+async fn gone<R: AsyncRead + Unpin>(rd: &mut R) {
+    let mut probe = [0u8; 1];
+    let _ = rd.read(&mut probe).await;
+}
+
+/// `wait`: answers once the process has ended. Gives up quietly if the
+/// client goes away first.
+pub async fn wait(state: &State, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
+    let proc = match get(state, path) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e)),
+    };
+    tokio::select! {
+        r = proc.wait() => Some(match r {
+            Ok(stat) => serde_json::to_string(&stat)
+                .map(Reply::Json)
+                .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string())),
+            Err(e) => Err(wire(path, e)),
+        }),
+        _ = gone(stream) => None,
+    }
+}
+
+/// `signal`.
+pub fn signal(state: &State, path: &Path, name: &str) -> Response {
+    let proc = get(state, path)?;
+    let sig = proc.signal(name).map_err(|e| wire(path, e))?;
+    info!(op = "signal", %path, pid = proc.pid(), signal = %sig, "signalled");
+    Ok(Reply::Done)
+}
+
+/// `stdout` / `stderr`: streams the pipe to the client until end of file,
+/// while the client stays. A client that leaves frees the stream for the next.
+pub async fn read_out(state: &State, path: &Path, which: &'static str, stream: &mut StreamHandle) -> Option<Response> {
+    let proc = match get(state, path) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e)),
+    };
+    let lease = match which {
+        "stderr" => proc.stderr(),
+        _ => proc.stdout(),
+    };
+    let mut lease = match lease {
+        Ok(l) => l,
+        Err(e) => return Some(Err(wire(path, e))),
+    };
+    if conn::respond(stream, &Ok(Reply::Done)).await.is_err() {
+        return None;
+    }
+    info!(op = which, %path, "reader attached");
+    let (bytes, end) = copy_out(&proc, &mut lease, stream).await;
+    info!(op = which, %path, bytes, end, "reader detached");
+    None
+}
+
+async fn copy_out(proc: &Proc, lease: &mut OutLease, stream: &mut StreamHandle) -> (u64, &'static str) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf = vec![0u8; PIPE_SIZE];
+    let mut total = 0u64;
+    loop {
+        let n = tokio::select! {
+            r = lease.reader().read(&mut buf) => match r {
+                Ok(0) => return (total, "end of file"),
+                Ok(n) => n,
+                Err(_) => return (total, "pipe error"),
+            },
+            _ = gone(&mut rd) => return (total, "client left"),
+            _ = proc.scrubbed() => return (total, "scrubbed"),
+        };
+        tokio::select! {
+            r = wr.write_all(&buf[..n]) => if r.is_err() { return (total, "client left") },
+            _ = gone(&mut rd) => return (total, "client left"),
+            _ = proc.scrubbed() => return (total, "scrubbed"),
+        }
+        total += n as u64;
+    }
+}
+
+/// `stdin`: copies the client's bytes into the process until the client
+/// closes its side, then closes the process's stdin and answers with a second
+/// response frame. A lost connection reads as that same end of input (as a
+/// pipe whose writer died); a client that resets the stream (drops its writer
+/// without closing) leaves stdin open for the next writer. If the process
+/// stops reading (it exited), the error is answered at once and the rest of
+/// the client's bytes are discarded.
+pub async fn write_in(state: &State, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
+    let proc = match get(state, path) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut lease = match proc.stdin() {
+        Ok(l) => l,
+        Err(e) => return Some(Err(wire(path, e))),
+    };
+    if conn::respond(stream, &Ok(Reply::Done)).await.is_err() {
+        return None;
+    }
+    info!(op = "stdin", %path, "writer attached");
+    let mut buf = vec![0u8; PIPE_SIZE];
+    let mut total = 0u64;
+    let failure = loop {
+        let n = tokio::select! {
+            r = stream.read(&mut buf) => match r {
+                Ok(0) => {
+                    lease.close();
+                    info!(op = "stdin", %path, bytes = total, "closed the process's stdin");
+                    return Some(Ok(Reply::Done));
+                }
+                Ok(n) => n,
+                Err(_) => {
+                    info!(op = "stdin", %path, bytes = total, "writer reset; stdin stays open");
+                    return None;
+                }
+            },
+            _ = proc.scrubbed() => break ProcError::Aborted,
+        };
+        let w = tokio::select! {
+            r = lease.writer().write_all(&buf[..n]) => r,
+            _ = proc.scrubbed() => break ProcError::Aborted,
+        };
+        if let Err(e) = w {
+            break ProcError::Os(format!("writing to the process's stdin: {e}"));
+        }
+        total += n as u64;
+    };
+    lease.close();
+    info!(op = "stdin", %path, bytes = total, error = %failure, "stdin failed");
+    if conn::respond(stream, &Err(wire(path, failure))).await.is_err() {
+        return None;
+    }
+    // Let the writer finish: discard until it closes or leaves.
+    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    None
+}

@@ -1,0 +1,372 @@
+//! Commands on process elements: mkproc, stdin, stdout, stderr, wait,
+//! waitall, signal. The process spec arrives as JSON on stdin and is parsed
+//! here, at the edge; the wire carries a typed `ProcSpec`.
+
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use circuit_client::{Client, Path, ProcSpec, ProcStat};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+use crate::cmd::anchor::{parse_path, print_json};
+
+const KNOWN: &str = "Env, Dir, Path, Args, Scrub";
+const EXAMPLE: &str = r#"{"Path": "/bin/ls", "Args": ["/"]}"#;
+
+/// Parses a process spec as the original tool took it: JSON field names
+/// match case-insensitively; unknown fields are an error. For the seed
+/// README's example, which lost its braces, text that does not start with
+/// `{` is wrapped in braces, and a trailing comma before the closing brace
+/// is tolerated.
+pub fn parse_spec(text: &str) -> Result<ProcSpec> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        bail!("no process spec on stdin; give JSON like {EXAMPLE}");
+    }
+    let wrapped = !trimmed.starts_with('{');
+    let mut doc = if wrapped {
+        format!("{{{text}\n}}")
+    } else {
+        text.to_string()
+    };
+    drop_trailing_comma(&mut doc);
+    let value: Value = serde_json::from_str(&doc).map_err(|e| {
+        let (line, mut column) = (e.line(), e.column());
+        if wrapped && line == 1 {
+            column = column.saturating_sub(1).max(1);
+        }
+        let full = e.to_string();
+        let msg = full
+            .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
+            .unwrap_or(&full);
+        anyhow!("invalid JSON on stdin at line {line} column {column}: {msg}")
+    })?;
+    let Value::Object(fields) = value else {
+        bail!("the process spec must be a JSON object, like {EXAMPLE}");
+    };
+    let mut spec = ProcSpec::default();
+    for (key, v) in fields {
+        let strings = |v: Value| -> Result<Vec<String>> {
+            match v {
+                Value::Null => Ok(Vec::new()),
+                Value::Array(items) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        Value::String(s) => Ok(s),
+                        other => Err(anyhow!(
+                            "field {key:?} of the process spec must be a list of strings, not {other}"
+                        )),
+                    })
+                    .collect(),
+                other => bail!("field {key:?} of the process spec must be a list of strings, not {other}"),
+            }
+        };
+        let string = |v: Value| -> Result<String> {
+            match v {
+                Value::Null => Ok(String::new()),
+                Value::String(s) => Ok(s),
+                other => bail!("field {key:?} of the process spec must be a string, not {other}"),
+            }
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "env" => spec.env = strings(v)?,
+            "dir" => spec.dir = string(v)?,
+            "path" => spec.path = string(v)?,
+            "args" => spec.args = strings(v)?,
+            "scrub" => {
+                spec.scrub = match v {
+                    Value::Null => false,
+                    Value::Bool(b) => b,
+                    other => bail!("field {key:?} of the process spec must be true or false, not {other}"),
+                }
+            }
+            _ => bail!("unknown field {key:?} in the process spec; known: {KNOWN}"),
+        }
+    }
+    if spec.path.trim().is_empty() {
+        bail!("the process spec has no \"Path\"; give JSON like {EXAMPLE}");
+    }
+    Ok(spec)
+}
+
+/// `{ "a": 1, }` → `{ "a": 1 }`: only the comma right before the final brace.
+fn drop_trailing_comma(doc: &mut String) {
+    let body = doc.trim_end();
+    let Some(inner) = body.strip_suffix('}') else {
+        return;
+    };
+    let before = inner.trim_end();
+    if before.ends_with(',') {
+        let at = before.len() - 1;
+        doc.remove(at);
+    }
+}
+
+/// The one-line error of a command: the server's messages name the path
+/// already, others get it added.
+fn failed(verb: &str, path: &Path, e: circuit_client::Error) -> anyhow::Error {
+    match &e {
+        circuit_client::Error::Remote(w) if w.message.contains(&path.to_string()) => anyhow!("{verb}: {}", w.message),
+        _ => anyhow!("{verb} {path}: {e}"),
+    }
+}
+
+/// `mkproc [-scrub] PATH` with the spec on stdin.
+pub async fn mkproc(client: &Client, arg: &str, scrub: bool, input: &str) -> Result<()> {
+    let path = parse_path(arg)?;
+    let mut spec = parse_spec(input)?;
+    spec.scrub |= scrub;
+    client
+        .anchor(path.clone())
+        .make_proc(spec)
+        .await
+        .map_err(|e| failed("mkproc", &path, e))?;
+    Ok(())
+}
+
+/// Reads all of the tool's stdin (for mkproc).
+pub fn read_stdin() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("reading the process spec from stdin")?;
+    Ok(s)
+}
+
+/// `stdin PATH`: the tool's stdin into the process, then close it.
+pub async fn stdin(client: &Client, arg: &str) -> Result<()> {
+    let path = parse_path(arg)?;
+    let proc = client.anchor(path.clone()).proc();
+    let writer = proc.stdin().await.map_err(|e| failed("stdin", &path, e))?;
+    writer
+        .copy_from(StdinThread::start())
+        .await
+        .map_err(|e| failed("stdin", &path, e))?;
+    Ok(())
+}
+
+/// `stdout PATH` / `stderr PATH`: the process's stream to the tool's stdout.
+pub async fn output(client: &Client, arg: &str, stderr: bool) -> Result<()> {
+    let path = parse_path(arg)?;
+    let (name, proc) = (
+        if stderr { "stderr" } else { "stdout" },
+        client.anchor(path.clone()).proc(),
+    );
+    let mut out = if stderr {
+        proc.stderr().await
+    } else {
+        proc.stdout().await
+    }
+    .map_err(|e| failed(name, &path, e))?;
+    let mut buf = vec![0u8; 32 * 1024];
+    let sink = std::io::stdout();
+    loop {
+        let n = out
+            .read(&mut buf)
+            .await
+            .with_context(|| format!("{name} {path}: reading"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut sink = sink.lock();
+        match sink.write_all(&buf[..n]).and_then(|_| sink.flush()) {
+            Ok(()) => {}
+            // Whoever reads our output has gone (`| head`): stop quietly.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e).context("writing to stdout"),
+        }
+    }
+}
+
+fn print_stat(stat: &ProcStat) -> Result<()> {
+    print_json(&serde_json::to_string(stat)?)
+}
+
+/// `wait PATH`: blocks until the process ends, prints its status.
+pub async fn wait(client: &Client, arg: &str) -> Result<()> {
+    let path = parse_path(arg)?;
+    let stat = client
+        .anchor(path.clone())
+        .proc()
+        .wait()
+        .await
+        .map_err(|e| failed("wait", &path, e))?;
+    print_stat(&stat)
+}
+
+/// `waitall` with paths on stdin: waits for all of them, in parallel.
+/// Prints nothing; fails at the first anchor that is not a process.
+pub async fn waitall(client: &Client, input: &str) -> Result<()> {
+    let paths = input
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(parse_path)
+        .collect::<Result<Vec<_>>>()?;
+    let mut set = tokio::task::JoinSet::new();
+    for path in paths {
+        let proc = client.anchor(path.clone()).proc();
+        set.spawn(async move { proc.wait().await.map_err(|e| failed("waitall", &path, e)) });
+    }
+    while let Some(done) = set.join_next().await {
+        done.context("waitall")??;
+    }
+    Ok(())
+}
+
+/// Sorts `signal SIG PATH` / `signal PATH SIG`: the path is the argument
+/// that starts with `/`. Exits with a usage error (2) when that is unclear.
+pub fn signal_args(a: String, b: String) -> (String, String) {
+    match (a.starts_with('/'), b.starts_with('/')) {
+        (false, true) => (a, b),
+        (true, false) => (b, a),
+        _ => clap::Error::raw(
+            clap::error::ErrorKind::InvalidValue,
+            format!("signal needs a signal and an anchor path, like `signal TERM /X…/name`; got {a:?} and {b:?}\n"),
+        )
+        .exit(),
+    }
+}
+
+/// `signal SIG PATH`.
+pub async fn signal(client: &Client, sig: &str, arg: &str) -> Result<()> {
+    let path = parse_path(arg)?;
+    client
+        .anchor(path.clone())
+        .proc()
+        .signal(sig)
+        .await
+        .map_err(|e| failed("signal", &path, e))
+}
+
+/// The tool's stdin, read on a thread of its own: a read pending when the
+/// command ends (the process stopped reading) must not hold up the exit, as
+/// a read on the runtime's blocking pool would.
+struct StdinThread {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl StdinThread {
+    fn start() -> StdinThread {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        std::thread::spawn(move || {
+            let mut input = std::io::stdin().lock();
+            loop {
+                let mut buf = vec![0u8; 32 * 1024];
+                match input.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.blocking_send(Ok(buf)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        StdinThread {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl AsyncRead for StdinThread {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.pos == self.buf.len() {
+            match self.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(Some(Ok(b))) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+            }
+        }
+        let n = out.remaining().min(self.buf.len() - self.pos);
+        let pos = self.pos;
+        out.put_slice(&self.buf[pos..pos + n]);
+        self.pos += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_leniently() {
+        let s = parse_spec(r#"{"Path":"/bin/ls","Args":["/"]}"#).unwrap();
+        assert_eq!(s, ProcSpec::new("/bin/ls", ["/"]));
+        // The seed README's form: no braces, a trailing comma.
+        let s = parse_spec("    \"Path\": \"/bin/ls\", \n").unwrap();
+        assert_eq!(s, ProcSpec::new("/bin/ls", Vec::<String>::new()));
+        let s = parse_spec("{\n \"path\": \"/bin/sh\",\n \"ARGS\": [\"-c\", \"true\"], \"env\": [\"A=1\"],\n \"Dir\": \"/tmp\", \"scrub\": true,\n}\n").unwrap();
+        assert_eq!(s.args, ["-c", "true"]);
+        assert_eq!(s.env, ["A=1"]);
+        assert_eq!(s.dir, "/tmp");
+        assert!(s.scrub);
+        let s = parse_spec(r#"{"Path":"/bin/ls","Env":null,"Args":null,"Dir":null,"Scrub":null}"#).unwrap();
+        assert!(s.env.is_empty() && s.args.is_empty());
+    }
+
+    #[test]
+    fn spec_errors_are_clear() {
+        let e = parse_spec(r#"{"Path":"/bin/ls","Foo":1}"#).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            r#"unknown field "Foo" in the process spec; known: Env, Dir, Path, Args, Scrub"#
+        );
+        let e = parse_spec("{\n\"Path\": \"/bin/ls\",\n\"Args\" [\"/\"]\n}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid JSON on stdin at line 3 column 8: expected `:`"),
+            "{e}"
+        );
+        let e = parse_spec("\"Path\" \"/bin/ls\"").unwrap_err().to_string();
+        assert!(e.starts_with("invalid JSON on stdin at line 1 column 8:"), "{e}");
+        assert!(parse_spec("").unwrap_err().to_string().contains("no process spec"));
+        assert!(parse_spec("[1]").unwrap_err().to_string().contains("invalid JSON"));
+        assert!(
+            parse_spec(r#"{"Args":["/"]}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("no \"Path\"")
+        );
+        let e = parse_spec(r#"{"Path":"/bin/ls","Args":"/"}"#).unwrap_err().to_string();
+        assert!(
+            e.contains(r#"field "Args" of the process spec must be a list of strings"#),
+            "{e}"
+        );
+        let e = parse_spec(r#"{"Path":"/bin/ls","Scrub":"yes"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("true or false"), "{e}");
+    }
+
+    #[test]
+    fn signal_argument_order() {
+        assert_eq!(
+            signal_args("TERM".into(), "/X1/a".into()),
+            ("TERM".to_string(), "/X1/a".to_string())
+        );
+        assert_eq!(
+            signal_args("/X1/a".into(), "15".into()),
+            ("15".to_string(), "/X1/a".to_string())
+        );
+    }
+}
