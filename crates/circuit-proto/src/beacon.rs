@@ -24,21 +24,21 @@ pub enum Beacon {
     Announce { nonce: u64, url: String },
 }
 
-/// Encodes a beacon, sealed when a key is given.
-pub fn seal(b: &Beacon, key: Option<&Key>) -> Vec<u8> {
-    let body = postcard::to_allocvec(b).expect("beacon encodes");
-    let mut out = MAGIC.to_vec();
+/// Frames `body` as a datagram of kind `magic`, sealed under the key's
+/// `purpose` subkey when a key is given.
+pub fn seal_bytes(magic: &[u8; 4], purpose: &str, body: &[u8], key: Option<&Key>) -> Vec<u8> {
+    let mut out = magic.to_vec();
     match key {
         None => {
             out.push(0);
-            out.extend_from_slice(&body);
+            out.extend_from_slice(body);
         }
         Some(k) => {
             out.push(1);
             let mut nonce = [0u8; 24];
             getrandom::fill(&mut nonce).expect("OS random source");
-            let aead = XChaCha20Poly1305::new(&k.derive("discovery").into());
-            let ct = aead.encrypt(XNonce::from_slice(&nonce), body.as_slice()).expect("seal");
+            let aead = XChaCha20Poly1305::new(&k.derive(purpose).into());
+            let ct = aead.encrypt(XNonce::from_slice(&nonce), body).expect("seal");
             out.extend_from_slice(&nonce);
             out.extend_from_slice(&ct);
         }
@@ -46,21 +46,31 @@ pub fn seal(b: &Beacon, key: Option<&Key>) -> Vec<u8> {
     out
 }
 
-/// Decodes a datagram; `None` for anything not ours, not sealed with our
-/// key, or sealed when we expect plain (never panics).
-pub fn open(buf: &[u8], key: Option<&Key>) -> Option<Beacon> {
-    let rest = buf.strip_prefix(MAGIC)?;
+/// Opens a datagram of kind `magic`; `None` for anything not ours, not
+/// sealed with our key, or sealed when we expect plain (never panics).
+pub fn open_bytes(magic: &[u8; 4], purpose: &str, buf: &[u8], key: Option<&Key>) -> Option<Vec<u8>> {
+    let rest = buf.strip_prefix(magic)?;
     let (&flag, rest) = rest.split_first()?;
     match (flag, key) {
-        (0, None) => postcard::from_bytes(rest).ok(),
+        (0, None) => Some(rest.to_vec()),
         (1, Some(k)) if rest.len() > 24 => {
             let (nonce, ct) = rest.split_at(24);
-            let aead = XChaCha20Poly1305::new(&k.derive("discovery").into());
-            let body = aead.decrypt(XNonce::from_slice(nonce), ct).ok()?;
-            postcard::from_bytes(&body).ok()
+            let aead = XChaCha20Poly1305::new(&k.derive(purpose).into());
+            aead.decrypt(XNonce::from_slice(nonce), ct).ok()
         }
         _ => None,
     }
+}
+
+/// Encodes a beacon, sealed when a key is given.
+pub fn seal(b: &Beacon, key: Option<&Key>) -> Vec<u8> {
+    let body = postcard::to_allocvec(b).expect("beacon encodes");
+    seal_bytes(MAGIC, "discovery", &body, key)
+}
+
+/// Decodes a beacon; `None` for anything not ours or not sealed with our key.
+pub fn open(buf: &[u8], key: Option<&Key>) -> Option<Beacon> {
+    postcard::from_bytes(&open_bytes(MAGIC, "discovery", buf, key)?).ok()
 }
 
 #[cfg(test)]
