@@ -1,3 +1,4 @@
 //! Finding and being found by other servers and clients.
 
 pub mod discovery;
+pub mod node;
