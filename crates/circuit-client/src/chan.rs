@@ -119,13 +119,7 @@ impl Chan {
             path: self.path().clone(),
         };
         match self.0.client().call_stream(&req).await? {
-            (Reply::Done, stream) => Ok(ChanWriter {
-                stream,
-                out: Vec::new(),
-                sent: 0,
-                reply: Vec::new(),
-                state: WriterState::Open,
-            }),
+            (Reply::Done, stream) => Ok(ChanWriter::over(stream)),
             (r, _) => Err(Error::Protocol(format!("{r:?}"))),
         }
     }
@@ -244,6 +238,18 @@ pub struct ChanWriter {
 }
 
 impl ChanWriter {
+    /// A writer of chunks on `stream`, whose server answers once after the
+    /// end chunk (also used for a process's stdin).
+    pub(crate) fn over(stream: StreamHandle) -> ChanWriter {
+        ChanWriter {
+            stream,
+            out: Vec::new(),
+            sent: 0,
+            reply: Vec::new(),
+            state: WriterState::Open,
+        }
+    }
+
     /// Ends the message and waits until the server holds all of it.
     pub async fn finish(mut self) -> Result<(), Error> {
         self.shutdown().await.map_err(from_io)

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use circuit_proto::conn::{self, Control, StreamHandle};
 use circuit_proto::secure::client_handshake;
 use circuit_proto::{CircuitUrl, Key, Path, Reply, Request};
-use futures::StreamExt;
 use tokio::net::TcpStream;
 
 use crate::anchor::{Anchor, Server};
@@ -54,10 +53,7 @@ impl Client {
             addr: url.addr.clone(),
             err,
         })?;
-        let mut session = conn::client_session(io);
-        let control = session.control();
-        // The session must be polled to move bytes; servers never open streams to us.
-        tokio::spawn(async move { while let Some(Ok(_)) = session.next().await {} });
+        let control = conn::client(io);
         Ok(Client {
             control,
             url: Arc::new(url),

@@ -21,11 +21,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use circuit_proto::conn::StreamHandle;
-use circuit_proto::frame::read_frame;
-use circuit_proto::{ErrorKind, Path, ProcSpec, ProcStat, Reply, Request, Response, WireError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use circuit_proto::{ErrorKind, Path, ProcSpec, ProcStat, Reply, Request, WireError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::anchor::Anchor;
+use crate::chan::{ChanWriter, from_io};
 use crate::error::Error;
 
 impl Anchor {
@@ -124,7 +124,9 @@ impl Proc {
                 path: self.path().clone(),
             })
             .await?;
-        Ok(ProcStdin { stream })
+        Ok(ProcStdin {
+            writer: ChanWriter::over(stream),
+        })
     }
 
     /// Reads the process's stdout (one reader at a time), until end of file.
@@ -162,64 +164,42 @@ impl Proc {
 
 /// The process's stdin, as an [`AsyncWrite`]. Writes block while the process
 /// does not read (its pipe holds 32 KiB). [`ProcStdin::close`] closes it and
-/// reports whether every byte got through; dropping it without closing leaves
-/// the process's stdin open for another writer (bytes written so far are
-/// delivered). If the connection is lost, the process reads end of file.
+/// reports whether every byte got through. Bytes travel in chunks with an
+/// explicit end, so dropping the writer without closing (or losing the
+/// connection) leaves the process's stdin open for another writer; bytes
+/// written so far are delivered.
 pub struct ProcStdin {
-    stream: StreamHandle,
+    writer: ChanWriter,
 }
 
 impl ProcStdin {
     /// Closes the process's stdin and waits for the server to confirm that
     /// every byte written was delivered to the process.
-    pub async fn close(mut self) -> Result<(), Error> {
-        self.stream.shutdown().await.map_err(Error::Io)?;
-        trailer(read_frame(&mut self.stream).await)
+    pub async fn close(self) -> Result<(), Error> {
+        self.writer.finish().await
     }
 
     /// Copies `src` to the end into the process's stdin, then closes it.
     /// Stops early, with the server's error, if the process stops reading.
     /// Returns the number of bytes copied.
-    pub async fn copy_from<R: AsyncRead + Unpin>(self, mut src: R) -> Result<u64, Error> {
-        let (mut rd, mut wr) = tokio::io::split(self.stream);
-        let answer = read_frame::<Response, _>(&mut rd);
-        tokio::pin!(answer);
-        let copy = async {
-            let n = tokio::io::copy(&mut src, &mut wr).await?;
-            wr.shutdown().await?;
-            Ok::<u64, std::io::Error>(n)
-        };
-        let n = tokio::select! {
-            early = &mut answer => {
-                trailer(early)?;
-                return Err(Error::Protocol("the server closed stdin before the input ended".into()));
-            }
-            n = copy => n.map_err(Error::Io)?,
-        };
-        trailer(answer.await)?;
+    pub async fn copy_from<R: AsyncRead + Unpin>(mut self, mut src: R) -> Result<u64, Error> {
+        let n = tokio::io::copy(&mut src, &mut self.writer).await.map_err(from_io)?;
+        self.writer.finish().await?;
         Ok(n)
-    }
-}
-
-fn trailer(r: Result<Response, circuit_proto::frame::FrameError>) -> Result<(), Error> {
-    match r {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(Error::Remote(e)),
-        Err(e) => Err(Error::Protocol(format!("no confirmation that stdin was closed: {e}"))),
     }
 }
 
 impl AsyncWrite for ProcStdin {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        Pin::new(&mut self.writer).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        Pin::new(&mut self.writer).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        Pin::new(&mut self.writer).poll_shutdown(cx)
     }
 }
 

@@ -1,31 +1,181 @@
 //! One connection carries many multiplexed, flow-controlled streams (yamux).
 //! The client opens one stream per request; the server only accepts streams.
+//!
+//! A driver task owns the connection. Every stream has its own receive
+//! buffer bounded by its flow-control window, so a stream nobody reads never
+//! holds up the others: it only stops its own sender.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::io::AsyncWriteExt;
-pub use tokio_yamux::{Control, Session, StreamHandle};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
 use crate::frame::{FrameError, read_frame, write_frame};
 use crate::msg::{Request, Response};
 use crate::secure::BoxIo;
 
+/// Most streams open at once on one connection.
+pub const MAX_STREAMS: usize = 4096;
+
 /// Multiplexer settings shared by both ends.
-pub fn mux_config() -> tokio_yamux::Config {
-    tokio_yamux::Config {
-        keepalive_interval: Duration::from_secs(30),
-        ..Default::default()
+pub fn mux_config() -> yamux::Config {
+    let mut c = yamux::Config::default();
+    c.set_max_connection_receive_window(Some(MAX_STREAMS * yamux::DEFAULT_CREDIT as usize));
+    c.set_max_num_streams(MAX_STREAMS);
+    c
+}
+
+type Opener = oneshot::Sender<Result<yamux::Stream, String>>;
+
+/// Opens streams on a connection. Cheap to clone. The connection closes
+/// once every `Control` and every stream of a client connection are gone.
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::UnboundedSender<Opener>,
+}
+
+impl Control {
+    /// Opens a new stream to the other end.
+    pub async fn open_stream(&mut self) -> io::Result<StreamHandle> {
+        let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "connection closed");
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(tx).map_err(|_| closed())?;
+        let s = rx
+            .await
+            .map_err(|_| closed())?
+            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))?;
+        Ok(StreamHandle {
+            inner: s.compat(),
+            _conn: self.clone(),
+        })
     }
 }
 
-/// The dialing side's multiplexed session over a secured stream.
-pub fn client_session(io: BoxIo) -> Session<BoxIo> {
-    Session::new_client(io, mux_config())
+/// One multiplexed stream: a tokio `AsyncRead + AsyncWrite`. Dropping it
+/// resets the stream unless it was shut down.
+pub struct StreamHandle {
+    inner: Compat<yamux::Stream>,
+    _conn: Control,
 }
 
-/// The accepting side's multiplexed session over a secured stream.
-pub fn server_session(io: BoxIo) -> Session<BoxIo> {
-    Session::new_server(io, mux_config())
+impl StreamHandle {
+    /// Acknowledges an accepted stream at once (an empty data frame), so a
+    /// request the server answers only later never counts against the
+    /// opener's limit of unacknowledged streams.
+    pub async fn ack(&mut self) -> io::Result<()> {
+        self.write(&[]).await.map(|_| ())
+    }
+}
+
+impl AsyncRead for StreamHandle {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StreamHandle {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Streams the other end opens, as they arrive.
+pub struct Incoming {
+    rx: mpsc::UnboundedReceiver<StreamHandle>,
+}
+
+impl Incoming {
+    /// The next stream; `None` once the connection is gone.
+    pub async fn next(&mut self) -> Option<StreamHandle> {
+        self.rx.recv().await
+    }
+}
+
+/// Starts the dialing side of a connection. Streams the server might open
+/// are refused: no server ever calls back into a client.
+pub fn client(io: BoxIo) -> Control {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let conn = yamux::Connection::new(io.compat(), mux_config(), yamux::Mode::Client);
+    tokio::spawn(drive(conn, rx, None));
+    Control { tx }
+}
+
+/// Starts the accepting side of a connection.
+pub fn server(io: BoxIo) -> Incoming {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let conn = yamux::Connection::new(io.compat(), mux_config(), yamux::Mode::Server);
+    tokio::spawn(drive(conn, rx, Some((in_tx, Control { tx }))));
+    Incoming { rx: in_rx }
+}
+
+/// Moves the connection's bytes: opens requested streams, hands out
+/// inbound ones, and closes a client connection nobody uses any more.
+async fn drive(
+    mut conn: yamux::Connection<Compat<BoxIo>>,
+    mut opens: mpsc::UnboundedReceiver<Opener>,
+    inbound: Option<(mpsc::UnboundedSender<StreamHandle>, Control)>,
+) {
+    let mut pending: VecDeque<Opener> = VecDeque::new();
+    let mut unused = false;
+    std::future::poll_fn(|cx| {
+        loop {
+            match opens.poll_recv(cx) {
+                Poll::Ready(Some(o)) => pending.push_back(o),
+                Poll::Ready(None) => {
+                    unused = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        while let Some(front) = pending.front() {
+            if front.is_closed() {
+                pending.pop_front();
+                continue;
+            }
+            match conn.poll_new_outbound(cx) {
+                Poll::Ready(Ok(s)) => {
+                    let _ = pending.pop_front().expect("front exists").send(Ok(s));
+                }
+                Poll::Ready(Err(e)) => {
+                    for o in pending.drain(..) {
+                        let _ = o.send(Err(e.to_string()));
+                    }
+                    return Poll::Ready(());
+                }
+                Poll::Pending => break,
+            }
+        }
+        if unused && inbound.is_none() && pending.is_empty() {
+            return conn.poll_close(cx).map(|_| ());
+        }
+        loop {
+            match conn.poll_next_inbound(cx) {
+                Poll::Ready(Some(Ok(s))) => {
+                    if let Some((tx, ctl)) = &inbound {
+                        let _ = tx.send(StreamHandle {
+                            inner: s.compat(),
+                            _conn: ctl.clone(),
+                        });
+                    }
+                }
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
 }
 
 /// A request that could not be carried out over the connection.
@@ -58,25 +208,4 @@ pub async fn respond(stream: &mut StreamHandle, resp: &Response) -> Result<(), F
 /// Closes our side of a stream after the last byte.
 pub async fn finish(stream: &mut StreamHandle) {
     let _ = stream.shutdown().await;
-}
-
-/// Keeps moving a stream's incoming frames off the connection while its
-/// owner is busy elsewhere (e.g. blocked writing what it read to a slow
-/// consumer); never completes, so race it against that work with `select!`.
-///
-/// The multiplexer hands each stream its frames through a queue of 8; when
-/// one stream's queue is full, the whole session stops reading the socket
-/// until it drains, which stalls every other stream of the connection (and
-/// deadlocks if one of them is what would unblock this one). Frames taken
-/// here wait in the stream's own buffer, which flow control bounds to its
-/// window: nothing is read on the owner's behalf, no window is granted.
-pub async fn pump(stream: &mut StreamHandle) -> std::convert::Infallible {
-    std::future::poll_fn(|cx| {
-        let mut byte = [0u8; 1];
-        let mut buf = tokio::io::ReadBuf::new(&mut byte);
-        // Registers for the next frame; the peeked byte stays in the stream.
-        let _ = stream.poll_peek(cx, &mut buf);
-        std::task::Poll::Pending
-    })
-    .await
 }

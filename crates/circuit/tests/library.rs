@@ -66,3 +66,35 @@ async fn server_stop_through_the_library() {
     let err = s.peek().await.unwrap_err();
     assert!(matches!(err, circuit_client::Error::Closed(_)), "{err}");
 }
+
+/// A stream nobody reads stops only its own sender: other requests on the
+/// same connection go on (no head-of-line blocking in the multiplexer).
+#[tokio::test]
+async fn an_unread_stream_does_not_block_the_connection() {
+    let srv = TestServer::start(&[]);
+    let client = Client::dial(&srv.url, None).await.unwrap();
+    let a = client.walk(&srv.id).unwrap().walk("yes").unwrap();
+    let p = a
+        .make_proc(circuit_proto::ProcSpec::new("/usr/bin/yes", ["0123456789abcdef"]))
+        .await
+        .unwrap();
+    let mut out = p.stdout().await.unwrap();
+    let mut first = [0u8; 17];
+    tokio::io::AsyncReadExt::read_exact(&mut out, &mut first).await.unwrap();
+    // `out` is now left unread while the process keeps writing into it.
+    let server = client.servers().await.unwrap().remove(0);
+    let peeks = async {
+        for _ in 0..300 {
+            server.peek().await.unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), peeks)
+        .await
+        .expect("peeks are not blocked");
+    drop(out);
+    p.signal("KILL").await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), p.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}

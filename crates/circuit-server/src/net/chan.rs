@@ -116,11 +116,7 @@ pub async fn send(state: &State, path: &Path, stream: &mut StreamHandle) -> Opti
         match chunk::read_chunk(stream).await {
             Ok(chunk::Chunk::Data(data)) => {
                 bytes += data.len();
-                // While the pipe is full, the stream's frames keep moving.
-                let written = tokio::select! {
-                    r = out.write(&data) => r,
-                    never = conn::pump(stream) => match never {},
-                };
+                let written = out.write(&data).await;
                 if let Err(e) = written {
                     warn!(op = "send", %path, bytes, error = %e, "message lost");
                     return Some(Err(wire(path, e)));

@@ -14,7 +14,6 @@ use circuit_proto::conn::{self, StreamHandle};
 use circuit_proto::frame::{FrameError, read_frame};
 use circuit_proto::secure::server_handshake;
 use circuit_proto::{ErrorKind, Request, WireError};
-use futures::StreamExt;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
@@ -45,17 +44,9 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
                 }
             };
             debug!(%peer, "connection open");
-            let mut session = conn::server_session(io);
-            while let Some(stream) = session.next().await {
-                match stream {
-                    Ok(stream) => {
-                        tokio::spawn(handle(state.clone(), peer, stream));
-                    }
-                    Err(e) => {
-                        debug!(%peer, error = %e, "connection error");
-                        break;
-                    }
-                }
+            let mut incoming = conn::server(io);
+            while let Some(stream) = incoming.next().await {
+                tokio::spawn(handle(state.clone(), peer, stream));
             }
             debug!(%peer, "connection closed");
         });
@@ -64,6 +55,8 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
 
 /// Reads one request, logs it, and routes it.
 async fn handle(state: Arc<State>, peer: SocketAddr, mut stream: StreamHandle) {
+    // Acknowledge at once: a request may wait long for its answer.
+    let _ = stream.ack().await;
     let req: Request = match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream)).await {
         Err(_) => return,
         Ok(Err(FrameError::Eof)) => return,

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use circuit_proto::chunk::{self, Chunk};
 use circuit_proto::conn::{self, StreamHandle};
 use circuit_proto::{ErrorKind, Path, ProcSpec, Reply, Response, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -161,13 +162,12 @@ async fn copy_out(proc: &Proc, lease: &mut OutLease, stream: &mut StreamHandle) 
     }
 }
 
-/// `stdin`: copies the client's bytes into the process until the client
-/// closes its side, then closes the process's stdin and answers with a second
-/// response frame. A lost connection reads as that same end of input (as a
-/// pipe whose writer died); a client that resets the stream (drops its writer
-/// without closing) leaves stdin open for the next writer. If the process
-/// stops reading (it exited), the error is answered at once and the rest of
-/// the client's bytes are discarded.
+/// `stdin`: copies the client's chunks into the process until the end
+/// chunk, then closes the process's stdin and answers with a second response
+/// frame. A client that leaves without the end chunk (dropped writer, lost
+/// connection) leaves stdin open for the next writer. If the process stops
+/// reading (it exited), the error is answered at once and the rest of the
+/// client's chunks are discarded.
 pub async fn write_in(state: &State, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
     let proc = match get(state, path) {
         Ok(p) => p,
@@ -181,39 +181,38 @@ pub async fn write_in(state: &State, path: &Path, stream: &mut StreamHandle) -> 
         return None;
     }
     info!(op = "stdin", %path, "writer attached");
-    let mut buf = vec![0u8; PIPE_SIZE];
     let mut total = 0u64;
     let failure = loop {
-        let n = tokio::select! {
-            r = stream.read(&mut buf) => match r {
-                Ok(0) => {
+        let data = tokio::select! {
+            r = chunk::read_chunk(stream) => match r {
+                Ok(Chunk::Data(data)) => data,
+                Ok(Chunk::End) => {
                     lease.close();
                     info!(op = "stdin", %path, bytes = total, "closed the process's stdin");
                     return Some(Ok(Reply::Done));
                 }
-                Ok(n) => n,
-                Err(_) => {
-                    info!(op = "stdin", %path, bytes = total, "writer reset; stdin stays open");
+                Ok(Chunk::Fail(_)) | Err(_) => {
+                    info!(op = "stdin", %path, bytes = total, "writer left; stdin stays open");
                     return None;
                 }
             },
             _ = proc.scrubbed() => break ProcError::Aborted,
         };
         let w = tokio::select! {
-            r = lease.writer().write_all(&buf[..n]) => r,
+            r = lease.writer().write_all(&data) => r,
             _ = proc.scrubbed() => break ProcError::Aborted,
         };
         if let Err(e) = w {
             break ProcError::Os(format!("writing to the process's stdin: {e}"));
         }
-        total += n as u64;
+        total += data.len() as u64;
     };
     lease.close();
     info!(op = "stdin", %path, bytes = total, error = %failure, "stdin failed");
     if conn::respond(stream, &Err(wire(path, failure))).await.is_err() {
         return None;
     }
-    // Let the writer finish: discard until it closes or leaves.
-    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    // Let the writer finish: discard until it ends or leaves.
+    while matches!(chunk::read_chunk(stream).await, Ok(Chunk::Data(_))) {}
     None
 }
