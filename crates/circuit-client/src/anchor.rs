@@ -132,6 +132,18 @@ impl Server {
         serde_json::from_str(&text).map_err(|e| Error::Protocol(format!("server status: {e}")))
     }
 
+    /// Merges this server's cluster with the cluster of the server at `url`
+    /// (a no-op when they are already one).
+    pub async fn join(&self, url: &str) -> Result<(), Error> {
+        let url: circuit_proto::CircuitUrl = url.parse()?;
+        let req = Request::Join {
+            path: self.0.path.clone(),
+            url: url.to_string(),
+        };
+        self.0.client.call(&req).await?;
+        Ok(())
+    }
+
     /// Stops the server cleanly.
     pub async fn stop(&self) -> Result<(), Error> {
         self.0

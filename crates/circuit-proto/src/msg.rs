@@ -18,6 +18,8 @@ pub enum Request {
     Scrub { path: Path },
     /// Stop the server `path` names, cleanly.
     Stop { path: Path },
+    /// Merge the cluster of the server `path` names with the one of `url`.
+    Join { path: Path, url: String },
     /// Start a process and hold it at `path` (answered once it has started,
     /// or failed to).
     MakeProc { path: Path, spec: ProcSpec },
@@ -60,9 +62,11 @@ impl Request {
     /// The path the request is about; its first component picks the server.
     pub fn path(&self) -> &Path {
         match self {
-            Request::List { path, .. } | Request::Peek { path } | Request::Scrub { path } | Request::Stop { path } => {
-                path
-            }
+            Request::List { path, .. }
+            | Request::Peek { path }
+            | Request::Scrub { path }
+            | Request::Stop { path }
+            | Request::Join { path, .. } => path,
             Request::MakeProc { path, .. }
             | Request::Stdin { path }
             | Request::Stdout { path }
@@ -83,6 +87,7 @@ impl Request {
             Request::Peek { .. } => "peek",
             Request::Scrub { .. } => "scrub",
             Request::Stop { .. } => "stop",
+            Request::Join { .. } => "join",
             Request::MakeProc { .. } => "mkproc",
             Request::Stdin { .. } => "stdin",
             Request::Stdout { .. } => "stdout",

@@ -30,6 +30,8 @@ pub struct Config {
     pub multicast_if: Ipv4Addr,
     /// State directory; default `$TMPDIR/circuit-X<id>-P<pid>`, removed at exit.
     pub var_dir: Option<PathBuf>,
+    /// A server of the cluster to join at start.
+    pub join: Option<CircuitUrl>,
 }
 
 /// What every session and element task shares.
@@ -48,6 +50,10 @@ pub struct State {
     pub config: Config,
     /// Reaps every process this server started (see `elements::proc`).
     pub reaper: elements::proc::Reaper,
+    /// The cluster as this server sees it.
+    pub members: membership::swim::Membership,
+    /// Connections to other members, for forwarding.
+    pub peers: net::peers::Peers,
 }
 
 /// A bound server, ready to run.
@@ -89,6 +95,36 @@ impl Server {
             id,
         };
         let var = VarDir::lock(config.var_dir.clone(), id)?;
+        let udp = tokio::net::UdpSocket::bind(local)
+            .await
+            .map_err(|err| StartError::Bind { addr: local, err })?;
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let me = membership::node::Node {
+            id,
+            addr: SocketAddr::new(host, local.port()),
+            pid: url.pid,
+            started,
+            incarnation: 0,
+        };
+        let group = match config.discover {
+            Some(group) => Some((
+                membership::discovery::group_socket(group, config.multicast_if)
+                    .map_err(|err| StartError::Discovery { group, err })?,
+                group,
+            )),
+            None => None,
+        };
+        let seeds = config
+            .join
+            .iter()
+            .filter(|u| u.id != id)
+            .filter_map(membership::node::Node::from_url)
+            .collect();
+        let members = membership::swim::Membership::spawn(me, udp, config.key.clone(), seeds, group);
+        let peers = net::peers::Peers::new(config.key.clone());
         let joined = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
@@ -102,6 +138,8 @@ impl Server {
             stop: Notify::new(),
             config,
             reaper: elements::proc::Reaper::start(),
+            members,
+            peers,
         });
         Ok(Server { state, listener, var })
     }
@@ -124,8 +162,14 @@ impl Server {
             warn!("no key given (-hmac FILE): traffic is neither authenticated nor encrypted");
         }
         if let Some(group) = state.config.discover {
-            membership::discovery::spawn(state.clone(), group).map_err(|err| StartError::Discovery { group, err })?;
+            info!(%group, iface = %state.config.multicast_if, "using UDP multicast discovery");
         }
+        match &state.config.join {
+            Some(url) => info!(%url, "joining the cluster of {}", url.id),
+            None if state.config.discover.is_none() => info!("singleton server"),
+            None => {}
+        }
+        net::peers::forget_the_departed(state.clone());
         let accept = net::serve(state.clone(), self.listener);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
@@ -134,6 +178,7 @@ impl Server {
             _ = tokio::signal::ctrl_c() => info!("stopping on SIGINT"),
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => info!("stopping on SIGTERM"),
         }
+        state.members.leave().await;
         let elements = state.ns.lock().unwrap().drain();
         for el in elements {
             el.scrub();

@@ -52,6 +52,15 @@ enum Cmd {
         /// Anchor path
         path: String,
     },
+    /// Merge the cluster of the server at SERVER-PATH with the cluster of the server at URL
+    Join {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Server path, /X…
+        path: String,
+        /// Circuit URL of a server of the other cluster
+        url: String,
+    },
     /// Stop the server at SERVER-PATH (/X…) cleanly
     #[command(visible_alias = "suicide")]
     Stop {
@@ -172,6 +181,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Scrub { dial, path } => {
             client_rt()?.block_on(async { cmd::anchor::scrub(&dial.connect().await?, &path).await })
+        }
+        Cmd::Join { dial, path, url } => {
+            client_rt()?.block_on(async { cmd::anchor::join(&dial.connect().await?, &path, &url).await })
         }
         Cmd::Stop { dial, path } => {
             client_rt()?.block_on(async { cmd::anchor::stop(&dial.connect().await?, &path).await })

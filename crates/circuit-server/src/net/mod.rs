@@ -3,6 +3,7 @@
 //! request goes, not what elements do with it.
 
 mod chan;
+pub mod peers;
 mod proc;
 mod route;
 

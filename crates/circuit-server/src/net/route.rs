@@ -15,9 +15,12 @@ use crate::elements::Element;
 /// Serves `req` and answers on `stream`.
 pub async fn route(state: Arc<State>, req: Request, mut stream: StreamHandle) {
     let resp = match req.path().server_id() {
-        None => Some(root(&state, &req)),
+        None => Some(root(&state, &req).await),
         Some(id) if id == state.id => local(&state, &req, &mut stream).await,
-        Some(id) => Some(Err(no_server(id))),
+        Some(id) => match state.members.get(id) {
+            Some(node) => super::peers::forward(&state, &node, &req, &mut stream).await,
+            None => Some(Err(no_server(id))),
+        },
     };
     // `None`: a streaming handler has answered and streamed already.
     let Some(resp) = resp else {
@@ -43,32 +46,43 @@ pub fn no_server(id: ServerId) -> WireError {
     )
 }
 
-fn root(state: &State, req: &Request) -> Response {
+/// Requests on `/`: the listing of the cluster; nothing else lives there.
+async fn root(state: &Arc<State>, req: &Request) -> Response {
     match req {
         Request::List { recursive, .. } => {
             let me = Path::server(state.id);
-            let mut out = vec![Entry {
-                path: me.clone(),
-                kind: "server".into(),
-            }];
-            if *recursive {
-                out.extend(list_local(state, &me, true));
+            let mut groups = vec![(state.id, list_local(state, &me, *recursive))];
+            let others = state.members.members();
+            let asks = others.iter().map(|node| async move {
+                let below = if *recursive {
+                    let req = Request::List {
+                        path: Path::server(node.id),
+                        recursive: true,
+                    };
+                    match super::peers::ask(state, node, &req).await {
+                        Ok(Reply::List(v)) => v,
+                        // A member that cannot answer now is still listed; it may be leaving.
+                        _ => Vec::new(),
+                    }
+                } else {
+                    Vec::new()
+                };
+                (node.id, below)
+            });
+            groups.extend(futures::future::join_all(asks).await);
+            groups.sort_by_key(|(id, _)| *id);
+            let mut out = Vec::new();
+            for (id, below) in groups {
+                out.push(Entry {
+                    path: Path::server(id),
+                    kind: "server".into(),
+                });
+                out.extend(below);
             }
             Ok(Reply::List(out))
         }
         Request::Peek { .. } => Ok(Reply::Json("null".into())),
-        Request::Scrub { .. }
-        | Request::Stop { .. }
-        | Request::MakeProc { .. }
-        | Request::Stdin { .. }
-        | Request::Stdout { .. }
-        | Request::Stderr { .. }
-        | Request::Wait { .. }
-        | Request::Signal { .. }
-        | Request::MakeChan { .. }
-        | Request::Send { .. }
-        | Request::Recv { .. }
-        | Request::Close { .. } => Err(WireError::new(
+        _ => Err(WireError::new(
             ErrorKind::Invalid,
             format!("{} needs a path below a server, like /{}/name", req.verb(), state.id),
         )),
@@ -109,6 +123,7 @@ async fn local(state: &Arc<State>, req: &Request, stream: &mut StreamHandle) -> 
         Request::Peek { path } => peek(state, path),
         Request::Scrub { path } => scrub(state, path),
         Request::Stop { path } => stop(state, path),
+        Request::Join { path, url } => join(state, path, url),
         Request::MakeProc { path, spec } => super::proc::make(state, path, spec),
         Request::Signal { path, signal } => super::proc::signal(state, path, signal),
         Request::MakeChan { path, cap } => super::chan::make(state, path, *cap),
@@ -161,6 +176,27 @@ fn stop(state: &State, path: &Path) -> Response {
     Ok(Reply::Done)
 }
 
+fn join(state: &State, path: &Path, url: &str) -> Response {
+    if !path.is_server_root() {
+        return Err(WireError::new(
+            ErrorKind::Invalid,
+            format!("join needs a server path like /{}, not {path}", state.id),
+        ));
+    }
+    let url: circuit_proto::CircuitUrl = url
+        .parse()
+        .map_err(|e| WireError::new(ErrorKind::Invalid, format!("{e}")))?;
+    if url.id == state.id || state.members.get(url.id).is_some() {
+        info!(op = "join", %url, "already in the same cluster");
+        return Ok(Reply::Done);
+    }
+    let node = crate::membership::node::Node::from_url(&url)
+        .ok_or_else(|| WireError::new(ErrorKind::Invalid, format!("join: cannot resolve the address of {url}")))?;
+    info!(op = "join", %url, "merging with the cluster of {}", url.id);
+    state.members.join(node);
+    Ok(Reply::Done)
+}
+
 fn server_stat(state: &State) -> String {
     let elements = state.ns.lock().unwrap().len();
     serde_json::json!({
@@ -168,7 +204,7 @@ fn server_stat(state: &State) -> String {
         "Joined": state.joined,
         "Version": circuit_proto::VERSION,
         "Elements": elements,
-        "Members": 1,
+        "Members": state.members.len(),
     })
     .to_string()
 }

@@ -90,6 +90,17 @@ pub async fn scrub(client: &Client, arg: &str) -> Result<()> {
         .with_context(|| format!("scrub {path}"))
 }
 
+/// `join /X… URL`: merge that server's cluster with the one at URL.
+pub async fn join(client: &Client, arg: &str, url: &str) -> Result<()> {
+    let path = parse_path(arg)?;
+    client
+        .anchor(path.clone())
+        .server()
+        .join(url)
+        .await
+        .with_context(|| format!("join {path}"))
+}
+
 /// `stop /X…` (alias `suicide`)
 pub async fn stop(client: &Client, arg: &str) -> Result<()> {
     let path = parse_path(arg)?;

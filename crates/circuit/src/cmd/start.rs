@@ -68,9 +68,12 @@ fn config(args: &StartArgs) -> Result<Config> {
         (None, Some(ip)) => SocketAddr::new(IpAddr::V4(ip), 0),
         (None, None) => bail!("start needs -a HOST:PORT or -if IFACE to know where to listen"),
     };
-    if args.join.is_some() {
-        bail!("-join: cluster membership is not in this build yet; run single servers for now");
-    }
+    let join = args
+        .join
+        .as_deref()
+        .map(|u| u.parse::<circuit_proto::CircuitUrl>())
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("-join: {e}"))?;
     let multicast_if = match (iface, addr.ip()) {
         (Some(ip), _) => ip,
         (None, IpAddr::V4(ip)) if !ip.is_unspecified() => ip,
@@ -88,6 +91,7 @@ fn config(args: &StartArgs) -> Result<Config> {
         discover,
         multicast_if,
         var_dir: args.var.clone(),
+        join,
     })
 }
 
