@@ -19,14 +19,19 @@ mod chan;
 mod client;
 mod discover;
 mod error;
+mod pipelined;
 mod proc;
+mod subscription;
 
 pub use anchor::{Anchor, Server, ServerStat};
 pub use chan::{Chan, ChanReader, ChanStat, ChanWriter};
 pub use circuit_proto::{
-    CircuitUrl, Entry, ErrorKind, Key, Path, ProcExit, ProcPhase, ProcSpec, ProcStat, ServerId, WireError,
+    CircuitUrl, Entry, ErrorKind, Key, Path, ProcExit, ProcPhase, ProcSpec, ProcStat, ServerId, SubscriptionSource,
+    SubscriptionStat, WireError,
 };
 pub use client::Client;
 pub use discover::discover_url;
 pub use error::Error;
+pub use pipelined::{ChanReceiver, ChanSender, FlushError, RECV_CREDIT, SEND_WINDOW};
 pub use proc::{Proc, ProcOutput, ProcStdin};
+pub use subscription::Subscription;

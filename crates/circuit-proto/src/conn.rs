@@ -101,11 +101,20 @@ impl Incoming {
     }
 }
 
+/// The socket as the multiplexer sees it: writes are gathered (yamux writes a
+/// frame's header and body separately, and flushes after each batch), so a
+/// burst of small frames costs one system call, not two per frame.
+type Socket = tokio::io::BufWriter<BoxIo>;
+
+fn buffered(io: BoxIo) -> Socket {
+    tokio::io::BufWriter::with_capacity(64 * 1024, io)
+}
+
 /// Starts the dialing side of a connection. Streams the server might open
 /// are refused: no server ever calls back into a client.
 pub fn client(io: BoxIo) -> Control {
     let (tx, rx) = mpsc::unbounded_channel();
-    let conn = yamux::Connection::new(io.compat(), mux_config(), yamux::Mode::Client);
+    let conn = yamux::Connection::new(buffered(io).compat(), mux_config(), yamux::Mode::Client);
     tokio::spawn(drive(conn, rx, None));
     Control { tx }
 }
@@ -114,7 +123,7 @@ pub fn client(io: BoxIo) -> Control {
 pub fn server(io: BoxIo) -> Incoming {
     let (tx, rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
-    let conn = yamux::Connection::new(io.compat(), mux_config(), yamux::Mode::Server);
+    let conn = yamux::Connection::new(buffered(io).compat(), mux_config(), yamux::Mode::Server);
     tokio::spawn(drive(conn, rx, Some((in_tx, Control { tx }))));
     Incoming { rx: in_rx }
 }
@@ -122,7 +131,7 @@ pub fn server(io: BoxIo) -> Incoming {
 /// Moves the connection's bytes: opens requested streams, hands out
 /// inbound ones, and closes a client connection nobody uses any more.
 async fn drive(
-    mut conn: yamux::Connection<Compat<BoxIo>>,
+    mut conn: yamux::Connection<Compat<Socket>>,
     mut opens: mpsc::UnboundedReceiver<Opener>,
     inbound: Option<(mpsc::UnboundedSender<StreamHandle>, Control)>,
 ) {

@@ -24,6 +24,17 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     postcard::from_bytes(body).map_err(|e| FrameError::Decode(e.to_string()))
 }
 
+/// Splits the first whole frame off `buf`: its body and the bytes it takes
+/// (prefix included), or `None` while `buf` holds only part of it.
+pub fn split(buf: &[u8]) -> Result<Option<(&[u8], usize)>, FrameError> {
+    let Some(len) = buf.get(..4) else { return Ok(None) };
+    let n = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    if n > MAX_FRAME {
+        return Err(FrameError::TooLarge(n));
+    }
+    Ok(buf.get(4..4 + n).map(|body| (body, 4 + n)))
+}
+
 /// Encodes `v` as a whole frame, length prefix included.
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, FrameError> {
     let mut out = postcard::to_extend(v, vec![0u8; 4]).map_err(|e| FrameError::Decode(e.to_string()))?;
@@ -96,5 +107,25 @@ mod tests {
         let short = [9u8, 0, 0, 0, 1];
         let mut r = &short[..];
         assert!(matches!(read_frame::<Request, _>(&mut r).await, Err(FrameError::Eof)));
+    }
+
+    #[test]
+    fn split_takes_whole_frames_only() {
+        let req = Request::Peek {
+            path: "/X0000000000000001/a".parse::<Path>().unwrap(),
+        };
+        let one = encode(&req).unwrap();
+        let mut two = one.clone();
+        two.extend_from_slice(&one);
+        for cut in 0..one.len() {
+            assert!(split(&two[..cut]).unwrap().is_none(), "{cut} bytes are not a frame");
+        }
+        let (body, used) = split(&two).unwrap().unwrap();
+        assert_eq!(used, one.len());
+        assert_eq!(decode::<Request>(body).unwrap(), req);
+        let (body, used2) = split(&two[used..]).unwrap().unwrap();
+        assert_eq!((used2, decode::<Request>(body).unwrap()), (one.len(), req));
+        let big = ((MAX_FRAME + 1) as u32).to_le_bytes();
+        assert!(matches!(split(&big), Err(FrameError::TooLarge(_))));
     }
 }

@@ -10,12 +10,14 @@ pub mod msg;
 pub mod path;
 pub mod proc;
 pub mod secure;
+pub mod subscription;
 pub mod url;
 
 pub use msg::{Entry, ErrorKind, Reply, Request, Response, WireError};
 pub use path::{Path, PathError, ServerId};
 pub use proc::{ProcExit, ProcPhase, ProcSpec, ProcStat};
 pub use secure::Key;
+pub use subscription::{SubscriptionSource, SubscriptionStat};
 pub use url::CircuitUrl;
 
 /// This build's version, reported by `peek` of a server.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::path::Path;
 use crate::proc::ProcSpec;
+use crate::subscription::SubscriptionSource;
 
 /// What a client (or a forwarding server) asks of a server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,11 +53,56 @@ pub enum Request {
     Send { path: Path },
     /// Receive one message from the channel at `path`. The server answers
     /// `Done` once a message is available, then streams it as chunks
-    /// ([`crate::chunk`]) closed by an end chunk or a failure.
+    /// ([`crate::chunk`]) closed by an end chunk or a failure. On a
+    /// subscription ([`Request::MakeSubscription`]) it takes one event the
+    /// same way: `Done` once there is one, then the message `/X…\n`.
     Recv { path: Path },
     /// Close the channel at `path`: later sends fail, receivers drain it.
     Close { path: Path },
+    /// Send many messages, in order, on one stream (a pipelined sender).
+    /// The server answers `Done` at once (or the error: no chan there).
+    /// The client then streams messages, each as chunks ([`crate::chunk`])
+    /// closed by an end chunk; a failure chunk from the client abandons the
+    /// message it ends, and the next one follows. The server takes the
+    /// messages one after the other exactly as single sends: it asks for a
+    /// place once a message's first chunk has come, then moves its bytes
+    /// into the channel. It reports with frames of [`Placed`]: `Ok(n)`, n
+    /// more messages are whole in the channel; `Err(e)`, the next message
+    /// failed, and the server reads no more and closes the stream. It
+    /// reports every [`PLACED_EVERY`] placed messages, and, between two
+    /// messages, the client may write the word [`crate::chunk::SYNC`] to
+    /// have everything before it reported as soon as it is placed (the
+    /// server owes nothing else, so a client waiting for fewer than
+    /// [`PLACED_EVERY`] messages must ask this way).
+    /// The client ends the stream (close or reset) between messages; a
+    /// message the end of the stream cuts short is abandoned, while the
+    /// whole messages before it are still placed.
+    SendMany { path: Path },
+    /// Receive many messages, in order, on one stream (a pipelined
+    /// receiver). The server answers `Done` at once (or the error). The
+    /// client grants credit as 4-byte little-endian words, each allowing
+    /// the server to take that many more messages from the channel; the
+    /// server takes a message only while it holds credit, and writes each
+    /// one as chunks closed by an end chunk. A failure chunk ends a message
+    /// cut short by its sender (the stream goes on), or, with kind
+    /// [`ErrorKind::Closed`] or [`ErrorKind::Aborted`], the stream. The
+    /// client ends the stream by closing or resetting it; a message taken
+    /// but not yet written goes back to the head of the channel.
+    RecvMany { path: Path },
+    /// Make a membership subscription at `path`: from now on, each server
+    /// that joins (or leaves) the cluster is an event, received with
+    /// [`Request::Recv`] as one message holding its path and a newline.
+    MakeSubscription { path: Path, source: SubscriptionSource },
 }
+
+/// A [`Request::SendMany`] server reports at least this often, in placed
+/// messages.
+pub const PLACED_EVERY: u64 = 16;
+
+/// What the server reports on a [`Request::SendMany`] stream, as frames:
+/// `Ok(n)` when n more messages are whole in the channel, `Err(e)` when the
+/// next message failed (then nothing more).
+pub type Placed = Result<u64, WireError>;
 
 impl Request {
     /// The path the request is about; its first component picks the server.
@@ -76,7 +122,10 @@ impl Request {
             Request::MakeChan { path, .. }
             | Request::Send { path }
             | Request::Recv { path }
-            | Request::Close { path } => path,
+            | Request::Close { path }
+            | Request::SendMany { path }
+            | Request::RecvMany { path } => path,
+            Request::MakeSubscription { path, .. } => path,
         }
     }
 
@@ -98,6 +147,9 @@ impl Request {
             Request::Send { .. } => "send",
             Request::Recv { .. } => "recv",
             Request::Close { .. } => "close",
+            Request::SendMany { .. } => "sendmany",
+            Request::RecvMany { .. } => "recvmany",
+            Request::MakeSubscription { source, .. } => source.verb(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Figures for processes and channels (issue 3): mkproc → exit → scrub of
 //! /bin/true through the library and the CLI, 1 KiB channel messages through
-//! the library, and bulk bytes through a process's stdout to `circuit stdout`.
+//! the library (pipelined handles, and plain send/recv for comparison), and
+//! bulk bytes through a process's stdout to `circuit stdout`.
 //! Run: `cargo bench -p circuit --bench elements`. Prints figures; asserts nothing.
 //! `BENCH_STDOUT_MIB` sets the stdout volume (default 1024).
 
@@ -117,8 +118,40 @@ fn main() {
             .make_chan(64)
             .await
             .unwrap();
-        let rx = ch.clone();
         let n = 100_000usize;
+        let msg = vec![b'x'; 1024];
+        let t = Instant::now();
+        let mut rx = ch.receiver().await.unwrap();
+        let recv = tokio::spawn(async move {
+            for _ in 0..n {
+                let m = rx.recv().await.unwrap();
+                assert_eq!(m.len(), 1024);
+            }
+        });
+        let mut tx = ch.sender().await.unwrap();
+        for _ in 0..n {
+            tx.send(&msg).await.unwrap();
+        }
+        assert_eq!(tx.flush().await.unwrap(), n as u64);
+        recv.await.unwrap();
+        (n as f64 / t.elapsed().as_secs_f64(), n)
+    });
+    println!(
+        "channel, 1 KiB messages, one pipelined sender and receiver (sender()/receiver()), library ({n}): {rate:.0} msg/s"
+    );
+
+    let (rate, n) = rt.block_on(async {
+        let c = Client::dial(&srv.url, None).await.unwrap();
+        let ch = c
+            .walk(&srv.id)
+            .unwrap()
+            .walk("plain")
+            .unwrap()
+            .make_chan(64)
+            .await
+            .unwrap();
+        let rx = ch.clone();
+        let n = 10_000usize;
         let msg = vec![b'x'; 1024];
         let t = Instant::now();
         let recv = tokio::spawn(async move {
@@ -133,7 +166,9 @@ fn main() {
         recv.await.unwrap();
         (n as f64 / t.elapsed().as_secs_f64(), n)
     });
-    println!("channel, 1 KiB messages, one sender and one receiver, library ({n}): {rate:.0} msg/s");
+    println!(
+        "channel, 1 KiB messages, one sender and one receiver, plain Chan::send/recv, library ({n}): {rate:.0} msg/s"
+    );
 
     let mib: u64 = std::env::var("BENCH_STDOUT_MIB")
         .ok()

@@ -86,11 +86,11 @@ enum Cmd {
         /// Channel path
         path: String,
     },
-    /// Receive one message from the channel at PATH and print it on stdout
+    /// Receive one message from the channel at PATH and print it on stdout (on a subscription: one event, a server path)
     Recv {
         #[command(flatten)]
         dial: DialArgs,
-        /// Channel path
+        /// Channel or subscription path
         path: String,
     },
     /// Close the channel at PATH: later sends fail, receivers drain what is left
@@ -153,6 +153,22 @@ enum Cmd {
         /// The path (or the signal)
         #[arg(value_name = "PATH")]
         second: String,
+    },
+    /// Make a subscription at PATH to servers joining the cluster from now on; `recv PATH` prints one per call
+    #[command(name = "mk@join")]
+    MkJoin {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Anchor path, /X…/name
+        path: String,
+    },
+    /// Make a subscription at PATH to servers leaving the cluster from now on; `recv PATH` prints one per call
+    #[command(name = "mk@leave")]
+    MkLeave {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Anchor path, /X…/name
+        path: String,
     },
 }
 
@@ -225,6 +241,12 @@ fn run(cli: Cli) -> Result<()> {
             let (sig, path) = cmd::proc::signal_args(first, second);
             client_rt()?.block_on(async { cmd::proc::signal(&dial.connect().await?, &sig, &path).await })
         }
+        Cmd::MkJoin { dial, path } => client_rt()?.block_on(async {
+            cmd::subscription::make(&dial.connect().await?, &path, circuit_client::SubscriptionSource::Join).await
+        }),
+        Cmd::MkLeave { dial, path } => client_rt()?.block_on(async {
+            cmd::subscription::make(&dial.connect().await?, &path, circuit_client::SubscriptionSource::Leave).await
+        }),
     }
 }
 

@@ -487,3 +487,317 @@ async fn library_streams_close_and_scrub() {
     assert_eq!(third.recv().await.unwrap(), b"whole");
     assert_eq!(third.peek().await.unwrap().num_send, 1);
 }
+
+/// Runs a test body, failing it if it takes over 90 s in all.
+async fn bounded<F: std::future::Future>(body: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(90), body)
+        .await
+        .expect("the test finished within 90 s")
+}
+
+/// The `i`th message of a pipelined test: its number first, so order shows;
+/// every thousandth is long enough to stream (over the 32 KiB read-ahead).
+fn numbered(i: usize) -> Vec<u8> {
+    let mut m = format!("{i:06} ").into_bytes();
+    let extra = if i % 1000 == 999 { 50_000 } else { i % 200 };
+    m.extend((0..extra).map(|k| (k % 89) as u8));
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_handles_deliver_every_message_once_in_order() {
+    let srv = TestServer::start(&[]);
+    bounded(async {
+        let client = dial(&srv).await;
+        let chan = client
+            .walk(&format!("{}/pipe", srv.id))
+            .unwrap()
+            .make_chan(16)
+            .await
+            .unwrap();
+        const N: usize = 20_000;
+        let mut rx = chan.receiver().await.unwrap();
+        let receiver = tokio::spawn(async move {
+            for i in 0..N {
+                let m = rx.recv().await.map_err(|e| format!("message {i}: {e}"))?;
+                if m != numbered(i) {
+                    return Err(format!(
+                        "message {i} is {:?}…",
+                        String::from_utf8_lossy(&m[..m.len().min(7)])
+                    ));
+                }
+            }
+            Ok::<_, String>(())
+        });
+        let mut tx = chan.sender().await.unwrap();
+        let work = async {
+            for i in 0..N {
+                tx.send(&numbered(i)).await.unwrap();
+                assert!(tx.in_flight() <= circuit_client::SEND_WINDOW);
+            }
+            tx.flush().await
+        };
+        let placed = tokio::time::timeout(Duration::from_secs(60), work)
+            .await
+            .expect("sent within 60 s")
+            .unwrap();
+        assert_eq!((placed, tx.in_flight()), (N as u64, 0));
+        tokio::time::timeout(Duration::from_secs(60), receiver)
+            .await
+            .expect("received within 60 s")
+            .unwrap()
+            .unwrap();
+        let stat = chan.peek().await.unwrap();
+        assert_eq!((stat.num_send, stat.num_recv), (N as u64, N as u64));
+        // Nothing is left over: a plain receive waits.
+        let c = chan.clone();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), c.recv())
+                .await
+                .is_err(),
+            "the channel is empty"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_sender_feeds_plain_receivers() {
+    let srv = TestServer::start(&[]);
+    bounded(async {
+        let client = dial(&srv).await;
+        let chan = client
+            .walk(&format!("{}/rdv", srv.id))
+            .unwrap()
+            .make_chan(0)
+            .await
+            .unwrap();
+        let mut tx = chan.sender().await.unwrap();
+        // A send returns once written, not once placed: with no receiver on a
+        // rendezvous channel, nothing is placed yet.
+        tx.send(&numbered(0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(tx.in_flight(), 1);
+        assert_eq!(chan.peek().await.unwrap().num_send, 0);
+        assert_eq!(chan.recv().await.unwrap(), numbered(0));
+        assert_eq!(tokio::time::timeout(WAIT, tx.flush()).await.unwrap().unwrap(), 1);
+        assert_eq!(chan.peek().await.unwrap().num_send, 1);
+
+        // Four plain receivers share the rest; each sees its part in order.
+        let mut receivers = Vec::new();
+        for _ in 0..4 {
+            let c = chan.clone();
+            receivers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..50 {
+                    got.push(c.recv().await?);
+                }
+                Ok::<_, circuit_client::Error>(got)
+            }));
+        }
+        let work = async {
+            for i in 1..=200 {
+                tx.send(&numbered(i)).await.unwrap();
+            }
+            tx.flush().await.unwrap()
+        };
+        assert_eq!(tokio::time::timeout(Duration::from_secs(30), work).await.unwrap(), 201);
+        let mut all = BTreeSet::new();
+        for r in receivers {
+            let got = tokio::time::timeout(WAIT, r).await.unwrap().unwrap().unwrap();
+            let mut last = None;
+            for m in got {
+                let n: usize = String::from_utf8_lossy(&m[..6]).parse().unwrap();
+                assert_eq!(m, numbered(n));
+                assert!(last < Some(n), "each receiver gets its messages in order");
+                last = Some(n);
+                assert!(all.insert(n), "message {n} twice");
+            }
+        }
+        assert_eq!(all, (1..=200).collect::<BTreeSet<_>>());
+        let stat = chan.peek().await.unwrap();
+        assert_eq!((stat.num_send, stat.num_recv), (201, 201));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_says_channel_closed_with_the_number_placed() {
+    let srv = TestServer::start(&[]);
+    bounded(async {
+        let client = dial(&srv).await;
+        let chan = client
+            .walk(&format!("{}/closing", srv.id))
+            .unwrap()
+            .make_chan(1)
+            .await
+            .unwrap();
+        let mut tx = chan.sender().await.unwrap();
+        tx.send(b"a").await.unwrap();
+        assert_eq!(tokio::time::timeout(WAIT, tx.flush()).await.unwrap().unwrap(), 1);
+        // "b" waits for room; a sender already waiting still delivers after a
+        // close, the ones after it do not.
+        tx.send(b"b").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        chan.close().await.unwrap();
+        tx.send(b"c").await.unwrap();
+        assert_eq!(chan.recv().await.unwrap(), b"a");
+        let err = tokio::time::timeout(WAIT, tx.flush()).await.unwrap().unwrap_err();
+        assert_eq!(err.placed, 2, "{err}");
+        assert_eq!(err.error.kind(), Some(ErrorKind::Closed), "{err}");
+        assert!(err.to_string().contains("channel closed"), "{err}");
+        let again = tx.send(b"d").await.unwrap_err();
+        assert_eq!(again.kind(), Some(ErrorKind::Closed), "the handle stays failed");
+        assert_eq!(chan.recv().await.unwrap(), b"b");
+        assert_eq!(chan.recv().await.unwrap_err().kind(), Some(ErrorKind::Closed));
+        let stat = chan.peek().await.unwrap();
+        assert!(stat.closed && stat.num_send == 2 && stat.num_recv == 2, "{stat:?}");
+
+        // A pipelined receiver drains a closed channel, then fails.
+        let drained = client
+            .walk(&format!("{}/drained", srv.id))
+            .unwrap()
+            .make_chan(3)
+            .await
+            .unwrap();
+        for m in [b"x", b"y"] {
+            drained.send(m).await.unwrap();
+        }
+        drained.close().await.unwrap();
+        let mut rx = drained.receiver().await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), b"x");
+        assert_eq!(rx.recv().await.unwrap(), b"y");
+        let err = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), Some(ErrorKind::Closed), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_aborts_pipelined_handles() {
+    let srv = TestServer::start(&[]);
+    bounded(async {
+        let client = dial(&srv).await;
+        let full = client
+            .walk(&format!("{}/full", srv.id))
+            .unwrap()
+            .make_chan(1)
+            .await
+            .unwrap();
+        let empty = client
+            .walk(&format!("{}/empty", srv.id))
+            .unwrap()
+            .make_chan(0)
+            .await
+            .unwrap();
+        let mut tx = full.sender().await.unwrap();
+        for m in [b"1", b"2", b"3"] {
+            tx.send(m).await.unwrap();
+        }
+        let mut rx = empty.receiver().await.unwrap();
+        let waiting = tokio::spawn(async move { rx.recv().await.map(|_| rx) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "nothing to receive yet");
+
+        full.scrub().await.unwrap();
+        empty.scrub().await.unwrap();
+        let err = tokio::time::timeout(WAIT, tx.flush()).await.unwrap().unwrap_err();
+        assert_eq!((err.placed, err.error.kind()), (1, Some(ErrorKind::Aborted)), "{err}");
+        assert!(err.to_string().contains("channel aborted"), "{err}");
+        let err = tokio::time::timeout(WAIT, waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), Some(ErrorKind::Aborted), "{err}");
+        assert!(err.to_string().contains("channel aborted"), "{err}");
+        assert_eq!(full.peek().await.unwrap_err().kind(), Some(ErrorKind::NotFound));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_receiver_handle_loses_only_what_was_written_to_it() {
+    let srv = TestServer::start(&[]);
+    bounded(async {
+        let client = dial(&srv).await;
+        let chan = client
+            .walk(&format!("{}/taken", srv.id))
+            .unwrap()
+            .make_chan(10)
+            .await
+            .unwrap();
+        let mut tx = chan.sender().await.unwrap();
+        for i in 0..10 {
+            tx.send(&numbered(i)).await.unwrap();
+        }
+        assert_eq!(tokio::time::timeout(WAIT, tx.flush()).await.unwrap().unwrap(), 10);
+
+        // Credit 4: the server takes and writes messages 0..4 at once; the
+        // handle returns two and is dropped, so 2 and 3 are lost.
+        let mut rx = chan.receiver_with_credit(4).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), numbered(0));
+        assert_eq!(rx.recv().await.unwrap(), numbered(1));
+        drop(rx);
+        let settled = async {
+            for _ in 0..100 {
+                if chan.peek().await.unwrap().num_recv == 4 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, settled).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stat = chan.peek().await.unwrap();
+        assert_eq!((stat.num_send, stat.num_recv), (10, 4), "taken ahead = credit");
+        assert_eq!(chan.recv().await.unwrap(), numbered(4), "the channel goes on in order");
+
+        // Credit 1: the server takes a message only once the last one was
+        // returned, so dropping the handle after a receive loses nothing.
+        let mut rx = chan.receiver_with_credit(1).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), numbered(5));
+        drop(rx);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(chan.peek().await.unwrap().num_recv, 6);
+        let mut rx = chan.receiver().await.unwrap();
+        for i in 6..10 {
+            assert_eq!(rx.recv().await.unwrap(), numbered(i));
+        }
+        let stat = chan.peek().await.unwrap();
+        assert_eq!((stat.num_send, stat.num_recv), (10, 10));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_pipelined_send_abandons_only_its_message() {
+    let srv = TestServer::start(&[]);
+    bounded(async {
+        let client = dial(&srv).await;
+        let chan = client
+            .walk(&format!("{}/cancel", srv.id))
+            .unwrap()
+            .make_chan(0)
+            .await
+            .unwrap();
+        let mut tx = chan.sender().await.unwrap();
+        let c = chan.clone();
+        let first = tokio::spawn(async move { c.recv().await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A long message, its send cut off half-way.
+        let long = vec![7u8; 64 << 20];
+        let cut = tokio::time::timeout(Duration::from_millis(50), tx.send(&long)).await;
+        assert!(cut.is_err(), "64 MiB take longer than 50 ms");
+        tx.send(b"next").await.unwrap();
+        // The receiver that took the long message learns it was cut short.
+        let err = tokio::time::timeout(WAIT, first).await.unwrap().unwrap().unwrap_err();
+        assert!(err.to_string().contains("sender went away"), "{err}");
+        assert_eq!(tokio::time::timeout(WAIT, chan.recv()).await.unwrap().unwrap(), b"next");
+        assert_eq!(tokio::time::timeout(WAIT, tx.flush()).await.unwrap().unwrap(), 1);
+        let stat = chan.peek().await.unwrap();
+        assert_eq!((stat.num_send, stat.num_recv), (1, 1));
+    })
+    .await;
+}

@@ -55,7 +55,7 @@ fn suicide_is_an_alias_of_stop() {
 fn errors_are_one_clear_line() {
     let srv = TestServer::start(&[]);
     let e = fails(srv.cli("peek", &["/Xdeadbeefdeadbeef/foo"]));
-    assert!(e.contains("no server Xdeadbeefdeadbeef in the cluster"), "{e}");
+    assert!(e.contains("server Xdeadbeefdeadbeef is not in the cluster"), "{e}");
     let e = fails(srv.cli("ls", &["/nosuch"]));
     assert!(e.contains("\"nosuch\" is not a server id"), "{e}");
     let e = fails(srv.cli("peek", &[&format!("{}/bad name", srv.id)]));

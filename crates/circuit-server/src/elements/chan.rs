@@ -596,6 +596,13 @@ impl Incoming {
         self.msg.as_ref().is_some_and(|m| m.whole)
     }
 
+    /// The whole message, if it is all read ahead, without handing it out:
+    /// pass it on, then call [`Incoming::delivered`]; dropped instead, the
+    /// message goes back to the head of the channel.
+    pub fn whole(&self) -> Option<&[u8]> {
+        self.msg.as_ref().filter(|m| m.whole).map(|m| &m.head[..])
+    }
+
     /// The next bytes of the message; `None` once it is all handed out.
     /// Fails with [`ChanError::SenderGone`] if the sender abandoned it.
     pub async fn chunk(&mut self) -> Result<Option<Vec<u8>>, ChanError> {
@@ -896,6 +903,31 @@ mod tests {
         drop(taken);
         assert_eq!(recv_all(&chan).await.unwrap(), b"two");
         assert_eq!(chan.stat().num_recv, 2);
+    }
+
+    #[tokio::test]
+    async fn a_whole_message_not_passed_on_goes_back_first() {
+        let chan = Arc::new(Chan::new(2));
+        send_all(&chan, b"first").await.unwrap();
+        send_all(&chan, b"second").await.unwrap();
+        let taken = chan.recv().await.unwrap();
+        assert_eq!(taken.whole(), Some(&b"first"[..]));
+        // Say the stream to the receiver broke before it could be written.
+        drop(taken);
+        let taken = chan.recv().await.unwrap();
+        assert_eq!(taken.whole(), Some(&b"first"[..]), "back at the head, in order");
+        taken.delivered();
+        assert_eq!(recv_all(&chan).await.unwrap(), b"second");
+        assert_eq!(chan.stat().num_recv, 2);
+
+        // A message longer than the read-ahead is not whole.
+        let c2 = chan.clone();
+        let sender = tokio::spawn(async move { send_all(&c2, &vec![5u8; MESSAGE_BUFFER + 1]).await });
+        let taken = chan.recv().await.unwrap();
+        assert_eq!(taken.whole(), None);
+        drop(taken);
+        assert_eq!(recv_all(&chan).await.unwrap().len(), MESSAGE_BUFFER + 1);
+        sender.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 pub mod chan;
 pub mod proc;
+pub mod subscription;
 
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ pub enum Element {
     Proc(Arc<proc::Proc>),
     /// A channel of byte messages.
     Chan(Arc<chan::Chan>),
+    /// A membership subscription, `@join` or `@leave`.
+    Subscription(Arc<subscription::Subscription>),
 }
 
 impl Element {
@@ -25,6 +28,7 @@ impl Element {
             Element::Server => "server",
             Element::Proc(_) => "proc",
             Element::Chan(_) => "chan",
+            Element::Subscription(s) => s.kind(),
         }
     }
 
@@ -34,6 +38,7 @@ impl Element {
             Element::Server => {}
             Element::Proc(p) => p.scrub(),
             Element::Chan(c) => c.abort(),
+            Element::Subscription(s) => s.scrub(),
         }
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod discovery;
 pub mod node;
+pub mod sim;
 pub mod swim;

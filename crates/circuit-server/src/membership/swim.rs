@@ -169,7 +169,7 @@ impl Task {
                     }
                     Some(Cmd::Leave(done)) => {
                         let _ = swim.leave_cluster(&mut rt);
-                        self.flush(&mut rt, &timer_tx).await;
+                        self.flush(&swim, &mut rt, &timer_tx).await;
                         let _ = done.send(());
                         return;
                     }
@@ -210,7 +210,7 @@ impl Task {
                     alone.as_mut().reset(tokio::time::Instant::now() + alone_every);
                 }
             }
-            if self.flush(&mut rt, &timer_tx).await {
+            if self.flush(&swim, &mut rt, &timer_tx).await {
                 alone_every = ALONE_FIRST;
                 alone.as_mut().reset(tokio::time::Instant::now() + alone_every);
             }
@@ -218,7 +218,12 @@ impl Task {
     }
 
     /// Carries out what foca asked; true when this server became alone.
-    async fn flush(&mut self, rt: &mut AccumulatingRuntime<Node>, timers: &mpsc::UnboundedSender<Timer<Node>>) -> bool {
+    async fn flush(
+        &mut self,
+        swim: &Swim,
+        rt: &mut AccumulatingRuntime<Node>,
+        timers: &mpsc::UnboundedSender<Timer<Node>>,
+    ) -> bool {
         while let Some((dst, data)) = rt.to_send() {
             let out = beacon::seal_bytes(MAGIC, PURPOSE, &data, self.key.as_ref());
             if let Err(e) = self.sock.send_to(&out, dst.addr).await {
@@ -237,10 +242,19 @@ impl Task {
             match n {
                 OwnedNotification::MemberUp(node) => self.up(node),
                 OwnedNotification::MemberDown(node) => self.down(node),
-                OwnedNotification::Rename(old, new) => {
+                OwnedNotification::Rename(old, new) if old.id == new.id => {
+                    // The same server, renewed (it rejoined after a cut).
                     let mut view = self.view.write().unwrap();
-                    if view.get(&old.id) == Some(&old) && old.id == new.id {
+                    if view.contains_key(&old.id) {
                         view.insert(new.id, new);
+                    }
+                }
+                OwnedNotification::Rename(old, new) => {
+                    // Another server now lives at that address: the old one
+                    // (restarted, with a new id) is gone.
+                    self.down(old);
+                    if swim.iter_members().any(|m| m.id() == &new) {
+                        self.up(new);
                     }
                 }
                 OwnedNotification::Idle => {

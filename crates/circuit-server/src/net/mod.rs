@@ -6,6 +6,7 @@ mod chan;
 pub mod peers;
 mod proc;
 mod route;
+mod subscription;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -42,7 +42,7 @@ pub async fn route(state: Arc<State>, req: Request, mut stream: StreamHandle) {
 pub fn no_server(id: ServerId) -> WireError {
     WireError::new(
         ErrorKind::NoServer,
-        format!("no server {id} in the cluster (see `circuit ls /`)"),
+        format!("server {id} is not in the cluster (see `circuit ls /`)"),
     )
 }
 
@@ -51,7 +51,13 @@ async fn root(state: &Arc<State>, req: &Request) -> Response {
     match req {
         Request::List { recursive, .. } => {
             let me = Path::server(state.id);
-            let mut groups = vec![(state.id, list_local(state, &me, *recursive))];
+            // Without recursion, `/` lists servers only, this one's anchors not included.
+            let mine = if *recursive {
+                list_local(state, &me, true)
+            } else {
+                Vec::new()
+            };
+            let mut groups = vec![(state.id, mine)];
             let others = state.members.members();
             let asks = others.iter().map(|node| async move {
                 let below = if *recursive {
@@ -116,6 +122,8 @@ async fn local(state: &Arc<State>, req: &Request, stream: &mut StreamHandle) -> 
         Request::Wait { path } => return super::proc::wait(state, path, stream).await,
         Request::Send { path } => return super::chan::send(state, path, stream).await,
         Request::Recv { path } => return super::chan::recv(state, path, stream).await,
+        Request::SendMany { path } => return super::chan::send_many(state, path, stream).await,
+        Request::RecvMany { path } => return super::chan::recv_many(state, path, stream).await,
         _ => {}
     }
     Some(match req {
@@ -128,7 +136,10 @@ async fn local(state: &Arc<State>, req: &Request, stream: &mut StreamHandle) -> 
         Request::Signal { path, signal } => super::proc::signal(state, path, signal),
         Request::MakeChan { path, cap } => super::chan::make(state, path, *cap),
         Request::Close { path } => super::chan::close(state, path),
-        Request::Send { .. } | Request::Recv { .. } => unreachable!("streaming requests are served above"),
+        Request::MakeSubscription { path, source } => super::subscription::make(state, path, *source),
+        Request::Send { .. } | Request::Recv { .. } | Request::SendMany { .. } | Request::RecvMany { .. } => {
+            unreachable!("streaming requests are served above")
+        }
         Request::Stdin { .. } | Request::Stdout { .. } | Request::Stderr { .. } | Request::Wait { .. } => {
             unreachable!("streaming requests are served above")
         }
@@ -142,6 +153,7 @@ fn peek(state: &State, path: &Path) -> Response {
         Some(Element::Server) => server_stat(state),
         Some(Element::Proc(p)) => serde_json::to_string(&p.stat()).expect("a proc status serializes"),
         Some(Element::Chan(c)) => serde_json::to_string(&c.stat()).expect("a chan status serializes"),
+        Some(Element::Subscription(s)) => serde_json::to_string(&s.stat()).expect("a subscription status serializes"),
     }))
 }
 

@@ -5,3 +5,4 @@ pub mod chan;
 pub mod keygen;
 pub mod proc;
 pub mod start;
+pub mod subscription;

@@ -100,19 +100,35 @@ impl Net {
 
     /// Runs the circuit CLI inside a host, bounded to 60 s.
     pub fn cli(&self, host: usize, args: &[&str]) -> Output {
+        self.cli_in(host, args, b"")
+    }
+
+    /// Like `cli`, with bytes on stdin.
+    pub fn cli_in(&self, host: usize, args: &[&str], stdin: &[u8]) -> Output {
         let mut full = vec!["netns", "exec", &self.hosts[host].ns, "timeout", "60"];
         let bin = super::bin();
         let bin = bin.to_str().unwrap();
         full.push(bin);
         full.extend_from_slice(args);
-        Command::new("ip")
+        let mut child = Command::new("ip")
             .args(&full)
             .env_remove("CIRCUIT")
             .env_remove("CIRCUIT_DISCOVER")
             .env_remove("CIRCUIT_HMAC")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run circuit in a namespace")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run circuit in a namespace");
+        let mut input = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("wait for circuit");
+        let _ = writer.join();
+        out
     }
 
     /// Cuts a host off the network.

@@ -1,0 +1,273 @@
+//! The cluster across real hosts: each server runs in its own network
+//! namespace with its own address; hosts are killed, cut off and healed.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::netns::Net;
+use common::{TestServer, bin, ok, stderr, stdout};
+
+fn start_in(net: &Net, host: usize, extra: &[&str]) -> TestServer {
+    let mut cmd = net.command(host, &bin());
+    cmd.args(["start", "-a", &format!("{}:0", net.hosts[host].ip)])
+        .args(extra);
+    TestServer::spawn(cmd)
+}
+
+/// Start a server on a fixed port, so a restart comes back at the same address.
+fn start_at(net: &Net, host: usize, port: u16, extra: &[&str]) -> TestServer {
+    let mut cmd = net.command(host, &bin());
+    cmd.args(["start", "-a", &format!("{}:{port}", net.hosts[host].ip)])
+        .args(extra);
+    TestServer::spawn(cmd)
+}
+
+/// The members a server lists, as a set of `/X…` paths (empty on error).
+fn view(net: &Net, host: usize, srv: &TestServer) -> BTreeSet<String> {
+    let o = net.cli(host, &["ls", "-d", &srv.url, "/"]);
+    if !o.status.success() {
+        return BTreeSet::new();
+    }
+    stdout(&o).lines().map(String::from).collect()
+}
+
+fn ids<'a>(servers: impl IntoIterator<Item = &'a TestServer>) -> BTreeSet<String> {
+    servers.into_iter().map(|s| s.id.clone()).collect()
+}
+
+/// Polls `cond` every 100 ms until it holds or `limit` passes.
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn three_hosts_join_and_share_one_view() {
+    let Some(net) = Net::new(3) else { return };
+    let s0 = start_in(&net, 0, &[]);
+    let s1 = start_in(&net, 1, &["-j", &s0.url]);
+    let s2 = start_in(&net, 2, &["-join", &s0.url]);
+    let all = ids([&s0, &s1, &s2]);
+    for (h, s) in [&s0, &s1, &s2].into_iter().enumerate() {
+        assert!(
+            eventually(Duration::from_secs(10), || view(&net, h, s) == all),
+            "host {h} sees {:?}",
+            view(&net, h, s)
+        );
+    }
+    // Any server answers for any other: peek of each server through host 1's.
+    for s in [&s0, &s1, &s2] {
+        let out = ok(net.cli(1, &["peek", "-d", &s1.url, &s.id]));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["Addr"], s.url.as_str());
+        assert_eq!(v["Members"], 3);
+    }
+    // Joining one's own cluster is a no-op.
+    ok(net.cli(0, &["join", "-d", &s0.url, &s0.id, &s0.url]));
+    ok(net.cli(0, &["join", "-d", &s0.url, &s0.id, &s2.url]));
+    assert_eq!(view(&net, 0, &s0), all);
+}
+
+#[test]
+fn multicast_discovery_forms_a_cluster_with_no_seed() {
+    let Some(net) = Net::new(3) else { return };
+    let group = "239.77.1.1:28831";
+    let s: Vec<TestServer> = (0..3)
+        .map(|h| start_in(&net, h, &["-if", "eth0", "-discover", group]))
+        .collect();
+    let all = ids(&s);
+    for (h, srv) in s.iter().enumerate() {
+        assert!(
+            eventually(Duration::from_secs(15), || view(&net, h, srv) == all),
+            "host {h}: {:?}",
+            view(&net, h, srv)
+        );
+    }
+    // A client finds a server the same way.
+    let out = ok(net.cli(0, &["ls", "-discover", group, "-if", "eth0", "/"]));
+    assert_eq!(out.lines().map(String::from).collect::<BTreeSet<_>>(), all);
+}
+
+#[test]
+fn a_server_with_another_key_is_not_discovered() {
+    let Some(net) = Net::new(2) else { return };
+    let dir = common::TempDir::new("clusterkeys");
+    let (k1, k2) = (dir.0.join("k1"), dir.0.join("k2"));
+    std::fs::write(&k1, ok(common::run_cli(&["keygen"], b"", &[]))).unwrap();
+    std::fs::write(&k2, ok(common::run_cli(&["keygen"], b"", &[]))).unwrap();
+    let group = "239.77.1.2:28832";
+    let a = start_in(
+        &net,
+        0,
+        &["-if", "eth0", "-discover", group, "-hmac", k1.to_str().unwrap()],
+    );
+    let b = start_in(
+        &net,
+        1,
+        &["-if", "eth0", "-discover", group, "-hmac", k2.to_str().unwrap()],
+    );
+    let c = start_in(&net, 1, &["-discover", group, "-hmac", k1.to_str().unwrap()]);
+    let ab = ids([&a, &c]);
+    let key1 = k1.to_str().unwrap();
+    assert!(eventually(Duration::from_secs(15), || {
+        let o = net.cli(0, &["ls", "-d", &a.url, "-hmac", key1, "/"]);
+        stdout(&o).lines().map(String::from).collect::<BTreeSet<_>>() == ab
+    }));
+    std::thread::sleep(Duration::from_secs(2));
+    let o = ok(net.cli(0, &["ls", "-d", &a.url, "-hmac", key1, "/"]));
+    assert!(!o.contains(&b.id), "a server with another key joined: {o}");
+}
+
+#[test]
+fn killed_and_cut_off_servers_leave_every_view_and_healed_ones_return() {
+    let Some(net) = Net::new(3) else { return };
+    let s0 = start_in(&net, 0, &[]);
+    let s1 = start_in(&net, 1, &["-j", &s0.url]);
+    let mut s2 = start_in(&net, 2, &["-j", &s0.url]);
+    let all = ids([&s0, &s1, &s2]);
+    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0) == all
+        && view(&net, 1, &s1) == all));
+
+    // kill -9: gone from every view.
+    s2.child.kill().unwrap();
+    let _ = s2.child.wait();
+    let two = ids([&s0, &s1]);
+    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0) == two
+        && view(&net, 1, &s1) == two));
+    // Requests for it fail at once with a clear error, never hang.
+    let t = Instant::now();
+    let o = net.cli(0, &["peek", "-d", &s0.url, &format!("{}/x", s2.id)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not in the cluster"), "{}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(10));
+
+    // Cut host 1 off: each side loses the other.
+    net.cut(1);
+    let only = |s: &TestServer| ids([s]);
+    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0) == only(&s0)));
+    assert!(eventually(Duration::from_secs(10), || view(&net, 1, &s1) == only(&s1)));
+    // Healed: both come back, with the same ids.
+    net.heal(1);
+    assert!(
+        eventually(Duration::from_secs(20), || view(&net, 0, &s0) == two
+            && view(&net, 1, &s1) == two),
+        "after heal: {:?} / {:?}",
+        view(&net, 0, &s0),
+        view(&net, 1, &s1)
+    );
+}
+
+#[test]
+fn two_clusters_merge_with_join() {
+    let Some(net) = Net::new(4) else { return };
+    let a0 = start_in(&net, 0, &[]);
+    let a1 = start_in(&net, 1, &["-j", &a0.url]);
+    let b0 = start_in(&net, 2, &[]);
+    let b1 = start_in(&net, 3, &["-j", &b0.url]);
+    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &a0) == ids([&a0, &a1])));
+    assert!(eventually(Duration::from_secs(10), || view(&net, 2, &b0) == ids([&b0, &b1])));
+    // Ask a1 (through a0) to merge with b0's cluster.
+    ok(net.cli(0, &["join", "-d", &a0.url, &a1.id, &b0.url]));
+    let all = ids([&a0, &a1, &b0, &b1]);
+    for (h, s) in [&a0, &a1, &b0, &b1].into_iter().enumerate() {
+        assert!(
+            eventually(Duration::from_secs(15), || view(&net, h, s) == all),
+            "host {h}: {:?}",
+            view(&net, h, s)
+        );
+    }
+}
+
+#[test]
+fn requests_are_forwarded_to_the_owner_streams_included() {
+    let Some(net) = Net::new(3) else { return };
+    let s0 = start_in(&net, 0, &[]);
+    let s1 = start_in(&net, 1, &["-j", &s0.url]);
+    let s2 = start_in(&net, 2, &["-j", &s0.url]);
+    let all = ids([&s0, &s1, &s2]);
+    for (h, s) in [&s0, &s1, &s2].into_iter().enumerate() {
+        assert!(eventually(Duration::from_secs(10), || view(&net, h, s) == all));
+    }
+
+    // A process on host 2, made, fed and read through other hosts' servers.
+    let p = format!("{}/cat", s2.id);
+    ok(net.cli_in(0, &["mkproc", "-d", &s0.url, &p], br#"{"Path":"/bin/cat"}"#));
+    ok(net.cli_in(1, &["stdin", "-d", &s1.url, &p], b"hello across hosts\n"));
+    assert_eq!(ok(net.cli(0, &["stdout", "-d", &s0.url, &p])), "hello across hosts\n");
+    let st: serde_json::Value = serde_json::from_str(&ok(net.cli(1, &["wait", "-d", &s1.url, &p]))).unwrap();
+    assert_eq!(st["Phase"], "exited");
+
+    // A channel on host 1: a 1 MiB message sent through host 0, received through host 2.
+    let c = format!("{}/ch", s1.id);
+    ok(net.cli(2, &["mkchan", "-d", &s2.url, &c, "1"]));
+    let msg: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    // Longer than a buffered message: it streams once the receiver is there.
+    let got = std::thread::scope(|scope| {
+        let recv = scope.spawn(|| net.cli(2, &["recv", "-d", &s2.url, &c]));
+        ok(net.cli_in(0, &["send", "-d", &s0.url, &c], &msg));
+        recv.join().unwrap()
+    });
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert!(
+        got.stdout == msg,
+        "message changed on the way ({} bytes)",
+        got.stdout.len()
+    );
+
+    let listing = ok(net.cli(0, &["ls", "-d", &s0.url, "-l", "/..."]));
+    assert!(listing.contains(&format!("proc            {p}")), "{listing}");
+    assert!(listing.contains(&format!("chan            {c}")), "{listing}");
+    ok(net.cli(2, &["scrub", "-d", &s2.url, &p]));
+    ok(net.cli(0, &["scrub", "-d", &s0.url, &c]));
+    assert_eq!(ok(net.cli(1, &["ls", "-d", &s1.url, "/..."])).lines().count(), 3);
+}
+
+/// Servers are killed and restarted (with new ids) while a client keeps
+/// working through a stable server: every request to a stable server
+/// succeeds, and requests to churned ones fail fast or succeed, never hang.
+#[test]
+fn churn() {
+    let Some(net) = Net::new(4) else { return };
+    let s0 = start_in(&net, 0, &[]);
+    let s1 = start_in(&net, 1, &["-j", &s0.url]);
+    let port = 29000 + (std::process::id() % 1000) as u16;
+    let mut churned: Vec<TestServer> = (2..4).map(|h| start_at(&net, h, port, &["-j", &s0.url])).collect();
+    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0).len() == 4));
+    for round in 0..6 {
+        let h = 2 + round % 2;
+        let victim = &mut churned[round % 2];
+        victim.child.kill().unwrap();
+        let _ = victim.child.wait();
+        // While it is down and coming back, work goes on through s0.
+        for i in 0..5 {
+            let path = format!("{}/churn/{round}/{i}", s1.id);
+            ok(net.cli(0, &["mkchan", "-d", &s0.url, &path, "2"]));
+            ok(net.cli(0, &["peek", "-d", &s0.url, &path]));
+            ok(net.cli(0, &["scrub", "-d", &s0.url, &path]));
+            let t = Instant::now();
+            let o = net.cli(0, &["peek", "-d", &s0.url, &victim.id]);
+            assert!(t.elapsed() < Duration::from_secs(10), "a request to a dead server hung");
+            assert!(o.status.success() || stderr(&o).contains("not"), "{}", stderr(&o));
+        }
+        let fresh = start_at(&net, h, port, &["-j", &s0.url]);
+        assert_ne!(fresh.id, victim.id, "a restarted server gets a new id");
+        *victim = fresh;
+        let want: BTreeSet<String> = ids([&s0, &s1, &churned[0], &churned[1]]);
+        assert!(
+            eventually(Duration::from_secs(15), || view(&net, 0, &s0) == want
+                && view(&net, 1, &s1) == want),
+            "round {round}: {:?}",
+            view(&net, 0, &s0)
+        );
+    }
+}
