@@ -21,6 +21,9 @@ pub enum Request {
     Stop { path: Path },
     /// Merge the cluster of the server `path` names with the one of `url`.
     Join { path: Path, url: String },
+    /// The membership state of the server `path` names (JSON), so a server
+    /// that just joined learns every member at once.
+    Members { path: Path },
     /// Start a process and hold it at `path` (answered once it has started,
     /// or failed to).
     MakeProc { path: Path, spec: ProcSpec },
@@ -112,7 +115,8 @@ impl Request {
             | Request::Peek { path }
             | Request::Scrub { path }
             | Request::Stop { path }
-            | Request::Join { path, .. } => path,
+            | Request::Join { path, .. }
+            | Request::Members { path } => path,
             Request::MakeProc { path, .. }
             | Request::Stdin { path }
             | Request::Stdout { path }
@@ -137,6 +141,7 @@ impl Request {
             Request::Scrub { .. } => "scrub",
             Request::Stop { .. } => "stop",
             Request::Join { .. } => "join",
+            Request::Members { .. } => "members",
             Request::MakeProc { .. } => "mkproc",
             Request::Stdin { .. } => "stdin",
             Request::Stdout { .. } => "stdout",

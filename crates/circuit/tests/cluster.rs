@@ -271,3 +271,29 @@ fn churn() {
         );
     }
 }
+
+/// Servers that each join the previous one (a chain of seeds) still end up
+/// in one cluster where everyone sees everyone (loopback; no namespaces).
+#[test]
+fn a_chain_of_joins_forms_one_cluster() {
+    let mut servers: Vec<TestServer> = vec![TestServer::start(&[])];
+    for _ in 0..5 {
+        let prev = servers.last().unwrap().url.clone();
+        servers.push(TestServer::start(&["-j", &prev]));
+    }
+    let all = ids(&servers);
+    for s in &servers {
+        assert!(
+            eventually(Duration::from_secs(15), || {
+                let o = s.cli("ls", &["/"]);
+                stdout(&o).lines().map(String::from).collect::<BTreeSet<_>>() == all
+            }),
+            "{} sees {}",
+            s.id,
+            stdout(&s.cli("ls", &["/"]))
+        );
+    }
+    // The server element counts members.
+    let v: serde_json::Value = serde_json::from_str(&ok(servers[0].cli("peek", &[&servers[3].id]))).unwrap();
+    assert_eq!(v["Members"], 6);
+}

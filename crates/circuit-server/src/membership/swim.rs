@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use circuit_proto::beacon::{self, Beacon, MAX_DATAGRAM};
 use circuit_proto::{Key, ServerId};
-use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec, Timer};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::net::UdpSocket;
@@ -37,6 +37,8 @@ pub enum MemberEvent {
 enum Cmd {
     Join(Node),
     Leave(oneshot::Sender<()>),
+    Snapshot(oneshot::Sender<Vec<Member<Node>>>),
+    Apply(Vec<Member<Node>>),
 }
 
 /// Handle on the membership task.
@@ -119,6 +121,21 @@ impl Membership {
         }
     }
 
+    /// What this server knows of every member (alive, suspect or down), to
+    /// hand to a server that just joined.
+    pub async fn snapshot(&self) -> Vec<Member<Node>> {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Snapshot(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Learns members from another server's snapshot.
+    pub fn apply(&self, members: Vec<Member<Node>>) {
+        let _ = self.cmd.send(Cmd::Apply(members));
+    }
+
     /// Joins and leaves from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<MemberEvent> {
         self.events.subscribe()
@@ -140,7 +157,9 @@ type Swim = Foca<Node, PostcardCodec, SmallRng, foca::NoCustomBroadcast>;
 impl Task {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
         let rng = SmallRng::seed_from_u64(ServerId::random().0);
-        let mut swim: Swim = Foca::new(self.me, swim_config(8), rng, PostcardCodec);
+        // Sized for a large cluster: over-estimating costs a few more datagrams per
+        // membership change, under-estimating leaves members unaware of each other.
+        let mut swim: Swim = Foca::new(self.me, swim_config(1024), rng, PostcardCodec);
         let mut rt = AccumulatingRuntime::new();
         let (timer_tx, mut timers) = mpsc::unbounded_channel::<Timer<Node>>();
         let mut buf = vec![0u8; MAX_DATAGRAM + 64];
@@ -166,6 +185,16 @@ impl Task {
                         }
                         info!(peer = %node.id, addr = %node.addr, "joining the cluster of {}", node.id);
                         let _ = swim.announce(node, &mut rt);
+                    }
+                    Some(Cmd::Snapshot(reply)) => {
+                        let mut all: Vec<Member<Node>> = swim.iter_membership_state().cloned().collect();
+                        all.push(Member::alive(self.me));
+                        let _ = reply.send(all);
+                    }
+                    Some(Cmd::Apply(members)) => {
+                        let n = members.len();
+                        let _ = swim.apply_many(members.into_iter(), false, &mut rt);
+                        debug!(members = n, "applied a member list pulled from a peer");
                     }
                     Some(Cmd::Leave(done)) => {
                         let _ = swim.leave_cluster(&mut rt);

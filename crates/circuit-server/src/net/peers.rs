@@ -78,13 +78,29 @@ impl Peers {
     }
 }
 
-/// Drops connections to members as they leave.
+/// Drops connections to members as they leave, and when this server meets
+/// a cluster (after being alone), pulls the whole member list from the first
+/// member it meets: one announce only brings back as many members as fit in
+/// a datagram, and gossip would take long to tell the rest.
 pub fn forget_the_departed(state: Arc<State>) {
     let mut events = state.members.subscribe();
     tokio::spawn(async move {
+        let mut pulled = false;
         loop {
             match events.recv().await {
-                Ok(MemberEvent::Left(id)) => state.peers.forget(id),
+                Ok(MemberEvent::Left(id)) => {
+                    state.peers.forget(id);
+                    if state.members.len() == 1 {
+                        pulled = false;
+                    }
+                }
+                Ok(MemberEvent::Joined(id)) if !pulled => {
+                    pulled = true;
+                    if let Some(node) = state.members.get(id) {
+                        let state = state.clone();
+                        tokio::spawn(async move { pull(&state, &node).await });
+                    }
+                }
                 Ok(MemberEvent::Joined(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(_) => return,
@@ -121,5 +137,23 @@ pub async fn ask(state: &State, node: &Node, req: &Request) -> Response {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => Err(unreachable(node, e)),
         Err(_) => Err(unreachable(node, "no answer")),
+    }
+}
+
+/// Fetches `node`'s member list and hands it to our membership.
+async fn pull(state: &State, node: &Node) {
+    let req = Request::Members {
+        path: circuit_proto::Path::server(node.id),
+    };
+    match ask(state, node, &req).await {
+        Ok(circuit_proto::Reply::Json(text)) => match serde_json::from_str::<Vec<foca::Member<Node>>>(&text) {
+            Ok(members) => {
+                info!(peer = %node.id, members = members.len(), "pulled the member list");
+                state.members.apply(members);
+            }
+            Err(e) => debug!(peer = %node.id, error = %e, "unreadable member list"),
+        },
+        Ok(_) => {}
+        Err(e) => debug!(peer = %node.id, error = %e, "could not pull the member list"),
     }
 }

@@ -132,6 +132,12 @@ async fn local(state: &Arc<State>, req: &Request, stream: &mut StreamHandle) -> 
         Request::Scrub { path } => scrub(state, path),
         Request::Stop { path } => stop(state, path),
         Request::Join { path, url } => join(state, path, url),
+        Request::Members { .. } => {
+            let members = state.members.snapshot().await;
+            serde_json::to_string(&members)
+                .map(Reply::Json)
+                .map_err(|e| WireError::new(ErrorKind::Internal, format!("members: {e}")))
+        }
         Request::MakeProc { path, spec } => super::proc::make(state, path, spec),
         Request::Signal { path, signal } => super::proc::signal(state, path, signal),
         Request::MakeChan { path, cap } => super::chan::make(state, path, *cap),
