@@ -5,9 +5,9 @@
 //! death detection (median and worst of 5 victims), idle traffic per member,
 //! and the wall-clock time the simulation took.
 //!
-//! Each size runs twice, on two threads: `foca` (what `swim.rs` does: foca
-//! alone) and `+pull` (a joining member also pulls its seed's member list,
-//! see `Sim::start_pulling`).
+//! Each size runs twice, on two threads: `+pull` is what servers do (foca,
+//! plus a pull of the first met member's list over TCP, `net::peers`), and
+//! `foca` is foca alone, for comparison.
 //!
 //! `cargo bench -p circuit-server --bench membership_sim` (optionally
 //! followed by `-- N…` to simulate other cluster sizes).
