@@ -57,8 +57,6 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
 
 /// Reads one request, logs it, and routes it.
 async fn handle(state: Arc<State>, peer: SocketAddr, mut stream: StreamHandle) {
-    // Acknowledge at once: a request may wait long for its answer.
-    let _ = stream.ack().await;
     let req: Request = match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream)).await {
         Err(_) => return,
         Ok(Err(FrameError::Eof)) => return,
@@ -71,7 +69,25 @@ async fn handle(state: Arc<State>, peer: SocketAddr, mut stream: StreamHandle) {
         Ok(Ok(req)) => req,
     };
     info!(%peer, op = req.verb(), path = %req.path(), "request");
+    if may_wait(&req) {
+        // Acknowledge the stream now: its answer may be long in coming.
+        let _ = stream.ack().await;
+    }
     route::route(state, req, stream).await;
+}
+
+/// Requests whose answer may wait on something else (a message, an exit,
+/// a member): anything not answered straight from this server's state, and
+/// anything forwarded.
+fn may_wait(req: &Request) -> bool {
+    !matches!(
+        req,
+        Request::List { .. }
+            | Request::Peek { .. }
+            | Request::Scrub { .. }
+            | Request::MakeChan { .. }
+            | Request::Close { .. }
+    )
 }
 
 /// The address to put in our URL when listening on 0.0.0.0: the first
