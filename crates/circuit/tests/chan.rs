@@ -5,99 +5,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
 
 use circuit_client::{ChanStat, Client, ErrorKind};
-use common::{TempDir, TestServer, fails, ok, run_cli};
+use common::{TempDir, TestServer, fails, ok, run_cli, spawn_cli, wait_log};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A CLI process left running in the background; killed on drop.
-struct Running {
-    child: Child,
-    out: Option<JoinHandle<Vec<u8>>>,
-    err: Option<JoinHandle<Vec<u8>>>,
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        buf
-    })
-}
-
-/// Starts `circuit CMD -d URL ARGS...` with the given stdin.
-fn spawn_cli(srv: &TestServer, cmd: &str, args: &[&str], stdin: Stdio) -> Running {
-    let mut child = Command::new(common::bin())
-        .arg(cmd)
-        .args(["-d", &srv.url])
-        .args(args)
-        .env_remove("CIRCUIT")
-        .env_remove("CIRCUIT_DISCOVER")
-        .env_remove("CIRCUIT_HMAC")
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn circuit");
-    let out = Some(drain(child.stdout.take().unwrap()));
-    let err = Some(drain(child.stderr.take().unwrap()));
-    Running { child, out, err }
-}
-
-impl Running {
-    /// True if the process has not exited after `d`.
-    fn still_running_after(&mut self, d: Duration) -> bool {
-        std::thread::sleep(d);
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits up to `limit` for the process to exit.
-    fn finish_within(&mut self, limit: Duration) -> Option<Finished> {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let text =
-                    |h: Option<JoinHandle<Vec<u8>>>| String::from_utf8_lossy(&h.unwrap().join().unwrap()).into_owned();
-                return Some(Finished {
-                    status,
-                    stdout: text(self.out.take()),
-                    stderr: text(self.err.take()),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits (bounded) until the server log holds `needle` at least `n` times.
-fn wait_log(srv: &TestServer, needle: &str, n: usize, limit: Duration) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if srv.log().matches(needle).count() >= n {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
 
 /// Waits until the server has seen `n` requests `op` on `path`, then a
 /// little more, so that the request is being served (waiting) by then.

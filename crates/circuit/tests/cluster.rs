@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::netns::Net;
-use common::{TestServer, bin, ok, stderr, stdout};
+use common::{TestServer, bin, eventually, ok, stderr, stdout};
 
 fn start_in(net: &Net, host: usize, extra: &[&str]) -> TestServer {
     let mut cmd = net.command(host, &bin());
@@ -35,20 +35,6 @@ fn view(net: &Net, host: usize, srv: &TestServer) -> BTreeSet<String> {
 
 fn ids<'a>(servers: impl IntoIterator<Item = &'a TestServer>) -> BTreeSet<String> {
     servers.into_iter().map(|s| s.id.clone()).collect()
-}
-
-/// Polls `cond` every 100 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -6,103 +6,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use circuit_client::{Client, ErrorKind, SubscriptionSource, SubscriptionStat};
-use common::{TestServer, fails, ok};
+use common::{TestServer, eventually, fails, ok, spawn_cli};
 
 /// How long any one wait may take.
 const WAIT: Duration = Duration::from_secs(15);
-
-/// A CLI process left running in the background; killed on drop.
-struct Running {
-    child: Child,
-    out: Option<JoinHandle<Vec<u8>>>,
-    err: Option<JoinHandle<Vec<u8>>>,
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        buf
-    })
-}
-
-/// Starts `circuit CMD -d URL ARGS...` in the background.
-fn spawn_cli(srv: &TestServer, cmd: &str, args: &[&str]) -> Running {
-    let mut child = Command::new(common::bin())
-        .arg(cmd)
-        .args(["-d", &srv.url])
-        .args(args)
-        .env_remove("CIRCUIT")
-        .env_remove("CIRCUIT_DISCOVER")
-        .env_remove("CIRCUIT_HMAC")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn circuit");
-    let out = Some(drain(child.stdout.take().unwrap()));
-    let err = Some(drain(child.stderr.take().unwrap()));
-    Running { child, out, err }
-}
-
-impl Running {
-    /// True if the process has not exited after `d`.
-    fn still_running_after(&mut self, d: Duration) -> bool {
-        std::thread::sleep(d);
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits up to `limit` for the process to exit.
-    fn finish_within(&mut self, limit: Duration) -> Option<Finished> {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let text =
-                    |h: Option<JoinHandle<Vec<u8>>>| String::from_utf8_lossy(&h.unwrap().join().unwrap()).into_owned();
-                return Some(Finished {
-                    status,
-                    stdout: text(self.out.take()),
-                    stderr: text(self.err.take()),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `cond` every 50 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The servers `srv` lists at `/`.
 fn members(srv: &TestServer) -> BTreeSet<String> {
@@ -144,7 +55,7 @@ fn peek_text(source: &str, pending: u64, dropped: u64) -> String {
 /// Runs `recv PATH` and waits (bounded) for the one event it prints.
 #[track_caller]
 fn recv_one(srv: &TestServer, path: &str) -> String {
-    let mut recv = spawn_cli(srv, "recv", &[path]);
+    let mut recv = spawn_cli(srv, "recv", &[path], Stdio::null());
     let done = recv.finish_within(WAIT).expect("recv returns once an event is there");
     assert!(done.status.success(), "recv failed: {}", done.stderr);
     done.stdout
@@ -178,7 +89,7 @@ fn a_joining_server_is_an_event_and_ls_shows_the_kinds() {
     wait_members(&a, &[&a.id, &b.id]);
     let late = format!("{}/watch/late", a.id);
     ok(a.cli("mk@join", &[&late]));
-    let mut recv = spawn_cli(&a, "recv", &[&late]);
+    let mut recv = spawn_cli(&a, "recv", &[&late], Stdio::null());
     assert!(
         recv.still_running_after(Duration::from_millis(500)),
         "nothing to receive yet"
@@ -220,7 +131,7 @@ fn a_killed_server_is_delivered_by_leave() {
     ok(a.cli("mk@leave", &[&leave]));
     let mut b = TestServer::start(&["-j", &a.url]);
     wait_members(&a, &[&a.id, &b.id]);
-    let mut recv = spawn_cli(&a, "recv", &[&leave]);
+    let mut recv = spawn_cli(&a, "recv", &[&leave], Stdio::null());
     wait_request(&a, "recv", &leave, 1);
     assert!(recv.still_running_after(Duration::from_millis(100)), "no one left yet");
     let killed = Instant::now();
@@ -272,7 +183,7 @@ fn several_joins_arrive_in_order_exactly_once() {
         assert_eq!(recv_one(&a, &join), format!("{}\n", s.id));
     }
     assert_eq!(ok(a.cli("peek", &[&join])), peek_text("join", 0, 0));
-    let mut fourth = spawn_cli(&a, "recv", &[&join]);
+    let mut fourth = spawn_cli(&a, "recv", &[&join], Stdio::null());
     assert!(
         fourth.still_running_after(Duration::from_millis(500)),
         "every join was delivered once"
@@ -284,8 +195,8 @@ fn concurrent_receivers_each_get_a_distinct_event() {
     let a = TestServer::start(&[]);
     let join = format!("{}/join", a.id);
     ok(a.cli("mk@join", &[&join]));
-    let mut r1 = spawn_cli(&a, "recv", &[&join]);
-    let mut r2 = spawn_cli(&a, "recv", &[&join]);
+    let mut r1 = spawn_cli(&a, "recv", &[&join], Stdio::null());
+    let mut r2 = spawn_cli(&a, "recv", &[&join], Stdio::null());
     wait_request(&a, "recv", &join, 2);
     let b = TestServer::start(&["-j", &a.url]);
     wait_members(&a, &[&a.id, &b.id]);
@@ -309,7 +220,7 @@ fn scrub_wakes_a_blocked_recv() {
     let a = TestServer::start(&[]);
     let leave = format!("{}/leave", a.id);
     ok(a.cli("mk@leave", &[&leave]));
-    let mut recv = spawn_cli(&a, "recv", &[&leave]);
+    let mut recv = spawn_cli(&a, "recv", &[&leave], Stdio::null());
     wait_request(&a, "recv", &leave, 1);
     assert!(recv.still_running_after(Duration::from_millis(100)));
     ok(a.cli("scrub", &[&leave]));

@@ -7,8 +7,9 @@ pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -206,4 +207,103 @@ fn rand_u32() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)
+}
+
+/// A CLI process left running in the background; killed on drop.
+pub struct Running {
+    pub child: Child,
+    out: Option<JoinHandle<Vec<u8>>>,
+    err: Option<JoinHandle<Vec<u8>>>,
+}
+
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Starts `circuit CMD -d URL ARGS...` with the given stdin.
+pub fn spawn_cli(srv: &TestServer, cmd: &str, args: &[&str], stdin: Stdio) -> Running {
+    let mut child = Command::new(bin())
+        .arg(cmd)
+        .args(["-d", &srv.url])
+        .args(args)
+        .env_remove("CIRCUIT")
+        .env_remove("CIRCUIT_DISCOVER")
+        .env_remove("CIRCUIT_HMAC")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn circuit");
+    let out = Some(drain(child.stdout.take().unwrap()));
+    let err = Some(drain(child.stderr.take().unwrap()));
+    Running { child, out, err }
+}
+
+impl Running {
+    /// True if the process has not exited after `d`.
+    pub fn still_running_after(&mut self, d: Duration) -> bool {
+        std::thread::sleep(d);
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn finish_within(&mut self, limit: Duration) -> Option<Finished> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let text =
+                    |h: Option<JoinHandle<Vec<u8>>>| String::from_utf8_lossy(&h.unwrap().join().unwrap()).into_owned();
+                return Some(Finished {
+                    status,
+                    stdout: text(self.out.take()),
+                    stderr: text(self.err.take()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded) until the server log holds `needle` at least `n` times.
+pub fn wait_log(srv: &TestServer, needle: &str, n: usize, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if srv.log().matches(needle).count() >= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
