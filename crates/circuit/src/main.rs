@@ -3,6 +3,7 @@
 mod args;
 mod cmd;
 mod dial;
+mod stdin;
 
 use std::process::ExitCode;
 

@@ -3,7 +3,7 @@
 //! operation, as the original's did ("send error: …"), and the server's
 //! message names the path and the cause.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use circuit_client::Client;
@@ -26,41 +26,13 @@ pub async fn mkchan(client: &Client, arg: &str, cap: u64) -> Result<()> {
     Ok(())
 }
 
-/// Reads stdin on a plain thread, in pieces, with back-pressure: a read
-/// blocked on a terminal must not keep the runtime from shutting down, as a
-/// read on the runtime's blocking pool would.
-fn stdin_pieces() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    std::thread::spawn(move || {
-        let mut input = std::io::stdin().lock();
-        loop {
-            let mut buf = vec![0u8; 32 * 1024];
-            match input.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if tx.blocking_send(Ok(buf)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
-
 /// `send PATH`: stdin becomes one message. Waits until the message has a
 /// place in the channel, then sends stdin up to its end.
 pub async fn send(client: &Client, arg: &str) -> Result<()> {
     let path = parse_path(arg)?;
     let chan = client.anchor(path).chan();
     let mut msg = chan.send_stream().await.context("send error")?;
-    let mut input = stdin_pieces();
+    let mut input = crate::stdin::pieces();
     while let Some(piece) = input.recv().await {
         // On any error, dropping `msg` abandons the message.
         let piece = piece.context("send error: reading stdin")?;

@@ -3,13 +3,11 @@
 //! here, at the edge; the wire carries a typed `ProcSpec`.
 
 use std::io::{Read, Write};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use circuit_client::{Client, Path, ProcSpec, ProcStat};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::AsyncReadExt;
 
 use crate::cmd::anchor::{parse_path, print_json};
 
@@ -142,7 +140,7 @@ pub async fn stdin(client: &Client, arg: &str) -> Result<()> {
     let proc = client.anchor(path.clone()).proc();
     let writer = proc.stdin().await.map_err(|e| failed("stdin", &path, e))?;
     writer
-        .copy_from(StdinThread::start())
+        .copy_from(crate::stdin::StdinThread::start())
         .await
         .map_err(|e| failed("stdin", &path, e))?;
     Ok(())
@@ -240,67 +238,6 @@ pub async fn signal(client: &Client, sig: &str, arg: &str) -> Result<()> {
         .signal(sig)
         .await
         .map_err(|e| failed("signal", &path, e))
-}
-
-/// The tool's stdin, read on a thread of its own: a read pending when the
-/// command ends (the process stopped reading) must not hold up the exit, as
-/// a read on the runtime's blocking pool would.
-struct StdinThread {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl StdinThread {
-    fn start() -> StdinThread {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        std::thread::spawn(move || {
-            let mut input = std::io::stdin().lock();
-            loop {
-                let mut buf = vec![0u8; 32 * 1024];
-                match input.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        if tx.blocking_send(Ok(buf)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
-            }
-        });
-        StdinThread {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl AsyncRead for StdinThread {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        if self.pos == self.buf.len() {
-            match self.rx.poll_recv(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                Poll::Ready(Some(Ok(b))) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-            }
-        }
-        let n = out.remaining().min(self.buf.len() - self.pos);
-        let pos = self.pos;
-        out.put_slice(&self.buf[pos..pos + n]);
-        self.pos += n;
-        Poll::Ready(Ok(()))
-    }
 }
 
 #[cfg(test)]
