@@ -19,19 +19,25 @@ mod chan;
 mod client;
 mod discover;
 mod error;
+mod events;
 mod pipelined;
 mod proc;
 mod subscription;
+mod watch;
 
 pub use anchor::{Anchor, Server, ServerStat};
 pub use chan::{Chan, ChanReader, ChanStat, ChanWriter};
+pub use circuit_proto::stats::SAMPLE_MS;
 pub use circuit_proto::{
-    CircuitUrl, Entry, ErrorKind, Key, Path, ProcExit, ProcPhase, ProcSpec, ProcStat, ServerId, SubscriptionSource,
-    SubscriptionStat, WireError,
+    CircuitUrl, ClusterStats, Entry, ErrorKind, Event, EventKind, Key, Path, ProcExit, ProcPhase, ProcSpec, ProcStat,
+    ProcessStats, ServerId, ServerStats, SubscriptionSource, SubscriptionStat, WireError,
 };
+pub use circuit_proto::{FlappingSpec, ScaleOp, WatchAction, WatchProcStat, WatchSpec, WatchStat, WatchState};
 pub use client::Client;
 pub use discover::discover_url;
 pub use error::Error;
+pub use events::EventStream;
 pub use pipelined::{ChanReceiver, ChanSender, FlushError, RECV_CREDIT, SEND_WINDOW};
 pub use proc::{Proc, ProcOutput, ProcStdin};
 pub use subscription::Subscription;
+pub use watch::Watch;

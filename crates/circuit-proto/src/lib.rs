@@ -5,20 +5,26 @@
 pub mod beacon;
 pub mod chunk;
 pub mod conn;
+pub mod event;
 pub mod frame;
 pub mod msg;
 pub mod path;
 pub mod proc;
 pub mod secure;
+pub mod stats;
 pub mod subscription;
 pub mod url;
+pub mod watch;
 
+pub use event::{Event, EventKind};
 pub use msg::{Entry, ErrorKind, Reply, Request, Response, WireError};
 pub use path::{Path, PathError, ServerId};
 pub use proc::{ProcExit, ProcPhase, ProcSpec, ProcStat};
 pub use secure::Key;
+pub use stats::{ClusterStats, ProcessStats, ServerStats};
 pub use subscription::{SubscriptionSource, SubscriptionStat};
 pub use url::CircuitUrl;
+pub use watch::{FlappingSpec, ScaleOp, WatchAction, WatchProcStat, WatchSpec, WatchStat, WatchState};
 
 /// This build's version, reported by `peek` of a server.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::path::Path;
 use crate::proc::ProcSpec;
 use crate::subscription::SubscriptionSource;
+use crate::watch::{ScaleOp, WatchAction, WatchSpec};
 
 /// What a client (or a forwarding server) asks of a server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +97,26 @@ pub enum Request {
     /// that joins (or leaves) the cluster is an event, received with
     /// [`Request::Recv`] as one message holding its path and a newline.
     MakeSubscription { path: Path, source: SubscriptionSource },
+    /// Make a watcher at `path` that keeps `spec.num_processes` copies of a
+    /// command running (answered once the first copies have started, or one
+    /// could not be).
+    MakeWatch { path: Path, spec: WatchSpec },
+    /// Start, stop, restart or reload the watcher at `path`.
+    WatchCtl { path: Path, action: WatchAction },
+    /// Read or change the process count of the watcher at `path`; the
+    /// answer is the count after the change, as JSON.
+    Scale { path: Path, op: ScaleOp },
+    /// Stream the events ([`crate::Event`]) about `path` and below, from
+    /// now on, until the client goes away. At `/`, the server asked merges
+    /// the events of every member (members that join later included). The
+    /// server answers `Done`, then sends one frame per event. It never
+    /// waits on a slow reader: events it cannot hand on are dropped and
+    /// reported by an [`crate::EventKind::Lost`] event.
+    Events { path: Path },
+    /// CPU, memory and uptime of the servers and of the processes of the
+    /// elements at `path` and below, answered as JSON
+    /// ([`crate::ClusterStats`]); at `/`, of every member.
+    Stats { path: Path },
 }
 
 /// A [`Request::SendMany`] server reports at least this often, in placed
@@ -130,6 +151,8 @@ impl Request {
             | Request::SendMany { path }
             | Request::RecvMany { path } => path,
             Request::MakeSubscription { path, .. } => path,
+            Request::MakeWatch { path, .. } | Request::WatchCtl { path, .. } | Request::Scale { path, .. } => path,
+            Request::Events { path } | Request::Stats { path } => path,
         }
     }
 
@@ -155,6 +178,11 @@ impl Request {
             Request::SendMany { .. } => "sendmany",
             Request::RecvMany { .. } => "recvmany",
             Request::MakeSubscription { source, .. } => source.verb(),
+            Request::MakeWatch { .. } => "mkwatch",
+            Request::WatchCtl { .. } => "watch",
+            Request::Scale { .. } => "numprocs",
+            Request::Events { .. } => "events",
+            Request::Stats { .. } => "stats",
         }
     }
 }

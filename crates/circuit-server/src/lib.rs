@@ -2,9 +2,11 @@
 //! `Server::run` serves until a `stop` request or a signal.
 
 pub mod elements;
+pub mod events;
 pub mod membership;
 pub mod namespace;
 pub mod net;
+pub mod stats;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -54,6 +56,10 @@ pub struct State {
     pub members: membership::swim::Membership,
     /// Connections to other members, for forwarding.
     pub peers: net::peers::Peers,
+    /// This server's events (see [`events`]): emit with `state.events.emit(…)`.
+    pub events: events::Bus,
+    /// When it started, for uptimes.
+    pub started: std::time::Instant,
 }
 
 /// A bound server, ready to run.
@@ -128,8 +134,10 @@ impl Server {
         let joined = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
+        let bus = events::Bus::new(id);
         let mut ns = Namespace::default();
         ns.insert(&[], elements::Element::Server).expect("empty namespace");
+        ns.observe(bus.clone());
         let state = Arc::new(State {
             id,
             url,
@@ -140,6 +148,8 @@ impl Server {
             reaper: elements::proc::Reaper::start(),
             members,
             peers,
+            events: bus,
+            started: std::time::Instant::now(),
         });
         Ok(Server { state, listener, var })
     }
@@ -170,6 +180,7 @@ impl Server {
             None => {}
         }
         net::peers::forget_the_departed(state.clone());
+        net::events::announce_members(state.clone());
         let accept = net::serve(state.clone(), self.listener);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {

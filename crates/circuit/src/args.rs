@@ -16,6 +16,7 @@ const LONG: &[&str] = &[
     "depth",
     "scrub",
     "log-format",
+    "json",
     "help",
     "version",
 ];

@@ -144,7 +144,7 @@ enum Cmd {
         #[command(flatten)]
         dial: DialArgs,
     },
-    /// Send a signal to the process at PATH: `signal TERM PATH` (or `signal PATH TERM`; SIGTERM, term, 15 work too)
+    /// Send a signal to the process at PATH (to every process of a watch): `signal TERM PATH` (or `signal PATH TERM`; SIGTERM, term, 15 work too)
     Signal {
         #[command(flatten)]
         dial: DialArgs,
@@ -170,6 +170,67 @@ enum Cmd {
         dial: DialArgs,
         /// Anchor path, /X…/name
         path: String,
+    },
+    /// Make a watcher at PATH keeping NumProcesses copies of a command running; its spec is JSON on stdin, like {"Path": "/bin/sleep", "Args": ["60"], "NumProcesses": 3}
+    Mkwatch {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Anchor path, /X…/name
+        path: String,
+    },
+    /// Add N processes (default 1) to the watcher at PATH; prints the new count
+    Incr {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Watch path
+        path: String,
+        /// How many to add
+        n: Option<u32>,
+    },
+    /// Remove N processes (default 1, the highest slots, stopped gracefully) from the watcher at PATH; prints the new count
+    Decr {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Watch path
+        path: String,
+        /// How many to remove
+        n: Option<u32>,
+    },
+    /// Print the process count of the watcher at PATH, or set it to N
+    Numprocs {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Watch path
+        path: String,
+        /// The new count
+        n: Option<u32>,
+    },
+    /// Control the watcher at PATH: start, stop (graceful), restart (stop, then start), reload (start new processes, then stop the old ones)
+    Watch {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// start, stop, restart or reload
+        #[arg(value_name = "ACTION", value_parser = ["start", "stop", "restart", "reload"], ignore_case = true)]
+        action: String,
+        /// Watch path
+        path: String,
+    },
+    /// Stream the events of the cluster (or of PATH and below) as JSON lines, until interrupted
+    Events {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Anchor path: / (default) for the whole cluster, /X… for one server, /X…/a for a subtree
+        path: Option<String>,
+    },
+    /// CPU, memory and uptime of every server and process (or of those at PATH and below)
+    Stats {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Print JSON instead of a table
+        #[arg(long = "json")]
+        json: bool,
+        /// Anchor path: / (default) for the whole cluster, /X… for one server, /X…/a for a subtree
+        path: Option<String>,
     },
 }
 
@@ -248,6 +309,34 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::MkLeave { dial, path } => client_rt()?.block_on(async {
             cmd::subscription::make(&dial.connect().await?, &path, circuit_client::SubscriptionSource::Leave).await
         }),
+        Cmd::Mkwatch { dial, path } => {
+            let input = cmd::proc::read_stdin()?;
+            client_rt()?.block_on(async { cmd::watch::mkwatch(&dial.connect().await?, &path, &input).await })
+        }
+        Cmd::Incr { dial, path, n } => {
+            let op = cmd::watch::Scale::Incr(n.unwrap_or(1));
+            client_rt()?.block_on(async { cmd::watch::scale(&dial.connect().await?, "incr", &path, op).await })
+        }
+        Cmd::Decr { dial, path, n } => {
+            let op = cmd::watch::Scale::Decr(n.unwrap_or(1));
+            client_rt()?.block_on(async { cmd::watch::scale(&dial.connect().await?, "decr", &path, op).await })
+        }
+        Cmd::Numprocs { dial, path, n } => {
+            let op = match n {
+                Some(n) => cmd::watch::Scale::Set(n),
+                None => cmd::watch::Scale::Get,
+            };
+            client_rt()?.block_on(async { cmd::watch::scale(&dial.connect().await?, "numprocs", &path, op).await })
+        }
+        Cmd::Watch { dial, action, path } => {
+            client_rt()?.block_on(async { cmd::watch::control(&dial.connect().await?, &action, &path).await })
+        }
+        Cmd::Events { dial, path } => {
+            client_rt()?.block_on(async { cmd::observe::events(&dial.connect().await?, path.as_deref()).await })
+        }
+        Cmd::Stats { dial, json, path } => {
+            client_rt()?.block_on(async { cmd::observe::stats(&dial.connect().await?, path.as_deref(), json).await })
+        }
     }
 }
 

@@ -158,6 +158,63 @@ impl Reaper {
     pub fn live(&self) -> usize {
         self.inner.live.lock().unwrap().len()
     }
+
+    /// A handle to spawn and signal children through this reaper.
+    pub fn handle(&self) -> ReaperHandle {
+        ReaperHandle(self.inner.clone())
+    }
+}
+
+/// Spawns and signals children through the server's [`Reaper`]; for
+/// elements whose own task needs it (watchers). Cheap to clone.
+#[derive(Clone)]
+pub struct ReaperHandle(Arc<ReaperInner>);
+
+impl ReaperHandle {
+    /// Spawns `cmd` and registers its pid at once, so it is always reaped.
+    /// For children whose stdio the caller sets up; `std`'s `Child` is
+    /// dropped, the reaper owns the pid.
+    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<Child> {
+        let child = cmd.spawn()?;
+        let pid = child.id();
+        let status = self.0.register(pid as i32);
+        Ok(Child { pid, status })
+    }
+
+    /// Sends `sig` to `pid` if it has not been reaped; with `group`, to its
+    /// whole process group (whose id is `pid`: children are spawned with
+    /// `process_group(0)`), so its own children get it too.
+    pub fn signal(&self, pid: u32, sig: Signal, group: bool) -> Result<(), ProcError> {
+        let target = if group { -(pid as i32) } else { pid as i32 };
+        let live = self.0.live.lock().unwrap();
+        if !live.contains_key(&(pid as i32)) {
+            return Err(ProcError::NotRunning);
+        }
+        nix::sys::signal::kill(Pid::from_raw(target), sig).map_err(|e| ProcError::Os(format!("signal error: {e}")))
+    }
+}
+
+/// A child registered with the [`Reaper`] by [`ReaperHandle::spawn`].
+pub struct Child {
+    pid: u32,
+    status: watch::Receiver<Status>,
+}
+
+impl Child {
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Resolves once the child has ended and been reaped, with its pid and
+    /// how it ended (`None` if the reaper stopped first).
+    pub async fn ended(mut self) -> (u32, Option<ProcExit>) {
+        let exit = match self.status.wait_for(|s| s.phase.is_final()).await {
+            Ok(s) => s.exit.clone(),
+            Err(_) => None,
+        };
+        (self.pid, exit)
+    }
 }
 
 impl Drop for Reaper {
@@ -441,6 +498,16 @@ impl Proc {
                 _ = scrubbed.changed() => {}
             }
         }
+    }
+
+    /// Waits until the process has ended, scrubbed or not (a scrubbed
+    /// process runs on, detached); `None` if it never started or the server
+    /// is stopping.
+    pub async fn ended(&self) -> Option<ProcStat> {
+        self.pid?;
+        let mut status = self.status.clone();
+        status.wait_for(|s| s.phase.is_final()).await.ok()?;
+        Some(self.stat())
     }
 
     /// Resolves once the element has been scrubbed.

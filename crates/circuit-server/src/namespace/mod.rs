@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::elements::Element;
+use crate::events::Bus;
 
 #[derive(Default)]
 struct Node {
@@ -26,6 +27,8 @@ pub type Listed = (Vec<String>, &'static str);
 pub struct Namespace {
     root: Node,
     count: usize,
+    /// Where `created` and `scrubbed` events go, once observed.
+    bus: Option<Bus>,
 }
 
 /// The anchor already holds an element.
@@ -51,6 +54,9 @@ impl Namespace {
         if let Some(old) = &node.element {
             return Err(Occupied(old.kind()));
         }
+        if let (Some(bus), false) = (&self.bus, names.is_empty()) {
+            bus.emit_below(names, circuit_proto::EventKind::Created { kind: el.kind().into() });
+        }
         node.element = Some(el);
         self.count += 1;
         Ok(())
@@ -70,8 +76,11 @@ impl Namespace {
             el
         }
         let el = walk(&mut self.root, names);
-        if el.is_some() {
+        if let Some(el) = &el {
             self.count -= 1;
+            if let Some(bus) = &self.bus {
+                bus.emit_below(names, circuit_proto::EventKind::Scrubbed { kind: el.kind().into() });
+            }
         }
         el
     }
@@ -94,6 +103,12 @@ impl Namespace {
             walk(node, &mut names.to_vec(), recursive, &mut out);
         }
         out
+    }
+
+    /// Reports every element placed or removed below the root from now on
+    /// as a `created` or `scrubbed` event on `bus`.
+    pub fn observe(&mut self, bus: Bus) {
+        self.bus = Some(bus);
     }
 
     /// Number of elements held, the server element included.
@@ -157,5 +172,26 @@ mod tests {
         assert!(ns.list(&[], true).is_empty());
         assert_eq!(ns.len(), 1);
         assert!(ns.get(&[]).is_some());
+    }
+
+    #[tokio::test]
+    async fn reports_elements_placed_and_removed() {
+        use circuit_proto::EventKind;
+        let bus = crate::events::Bus::new(circuit_proto::ServerId(1));
+        let mut rx = bus.subscribe();
+        let mut ns = Namespace::default();
+        ns.insert(&[], Element::Server).unwrap();
+        ns.observe(bus);
+        ns.insert(&names("a/b"), Element::Server).unwrap();
+        assert!(ns.insert(&names("a/b"), Element::Server).is_err());
+        assert!(ns.remove(&names("a/c")).is_none());
+        ns.remove(&names("a/b"));
+        let e = rx.try_recv().unwrap();
+        assert_eq!(e.path.to_string(), "/X0000000000000001/a/b");
+        assert_eq!(e.kind, EventKind::Created { kind: "server".into() });
+        let e = rx.try_recv().unwrap();
+        assert_eq!(e.kind, EventKind::Scrubbed { kind: "server".into() });
+        // A refused insert and a remove of nothing report nothing.
+        assert!(rx.try_recv().is_err());
     }
 }

@@ -3,10 +3,13 @@
 //! request goes, not what elements do with it.
 
 mod chan;
+pub(crate) mod events;
 pub mod peers;
 mod proc;
 mod route;
+mod stats;
 mod subscription;
+mod watch;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -62,12 +62,24 @@ pub fn make(state: &Arc<State>, path: &Path, spec: &ProcSpec) -> Response {
         return Err(WireError::new(ErrorKind::Io, err));
     }
     info!(op = "mkproc", %path, cmd = %spec.path, args = ?spec.args, pid = proc.pid(), scrub = spec.scrub, "started");
-    // Watches the process until it ends or is scrubbed: logs the end and, with
-    // `Scrub`, removes the element.
+    if let Some(pid) = proc.pid() {
+        state.events.emit(path, circuit_proto::EventKind::Spawned { pid });
+    }
+    // Watches the process until it ends (scrubbed or not): logs the end,
+    // reports it as an event and, with `Scrub`, removes the element.
     let (state, path) = (state.clone(), path.clone());
     tokio::spawn(async move {
-        let Ok(stat) = proc.wait().await else { return };
+        let Some(stat) = proc.ended().await else { return };
         info!(op = "exit", %path, pid = proc.pid(), phase = %stat.phase, exit = ?stat.exit, "process ended");
+        state.events.emit(
+            &path,
+            circuit_proto::EventKind::Exited {
+                pid: stat.pid,
+                phase: stat.phase,
+                code: stat.exit.as_ref().map_or(-1, |e| e.code),
+                signal: stat.exit.as_ref().and_then(|e| e.signal),
+            },
+        );
         if !proc.spec().scrub {
             return;
         }

@@ -15,7 +15,10 @@ use crate::elements::Element;
 /// Serves `req` and answers on `stream`.
 pub async fn route(state: Arc<State>, req: Request, mut stream: StreamHandle) {
     let resp = match req.path().server_id() {
-        None => Some(root(&state, &req).await),
+        None => match &req {
+            Request::Events { .. } => super::events::cluster(&state, &mut stream).await,
+            _ => Some(root(&state, &req).await),
+        },
         Some(id) if id == state.id => local(&state, &req, &mut stream).await,
         Some(id) => match state.members.get(id) {
             Some(node) => super::peers::forward(&state, &node, &req, &mut stream).await,
@@ -88,6 +91,7 @@ async fn root(state: &Arc<State>, req: &Request) -> Response {
             Ok(Reply::List(out))
         }
         Request::Peek { .. } => Ok(Reply::Json("null".into())),
+        Request::Stats { .. } => super::stats::cluster(state).await,
         _ => Err(WireError::new(
             ErrorKind::Invalid,
             format!("{} needs a path below a server, like /{}/name", req.verb(), state.id),
@@ -120,6 +124,20 @@ async fn local(state: &Arc<State>, req: &Request, stream: &mut StreamHandle) -> 
         Request::Stdout { path } => return super::proc::read_out(state, path, "stdout", stream).await,
         Request::Stderr { path } => return super::proc::read_out(state, path, "stderr", stream).await,
         Request::Wait { path } => return super::proc::wait(state, path, stream).await,
+        Request::WatchCtl { path, action } => return Some(super::watch::control(state, path, *action).await),
+        Request::Scale { path, op } => return Some(super::watch::scale(state, path, *op).await),
+        // Peek and signal of a watch ask its task; of other kinds, below.
+        Request::Peek { path } => {
+            if let Some(w) = super::watch::find(state, path) {
+                return Some(super::watch::peek(&w, path).await);
+            }
+        }
+        Request::Signal { path, signal } => {
+            if let Some(w) = super::watch::find(state, path) {
+                return Some(super::watch::signal(&w, path, signal).await);
+            }
+        }
+        Request::Events { path } => return super::events::local(state, path, stream).await,
         Request::Send { path } => return super::chan::send(state, path, stream).await,
         Request::Recv { path } => return super::chan::recv(state, path, stream).await,
         Request::SendMany { path } => return super::chan::send_many(state, path, stream).await,
@@ -132,6 +150,7 @@ async fn local(state: &Arc<State>, req: &Request, stream: &mut StreamHandle) -> 
         Request::Scrub { path } => scrub(state, path),
         Request::Stop { path } => stop(state, path),
         Request::Join { path, url } => join(state, path, url),
+        Request::Stats { path } => super::stats::local(state, path).await,
         Request::Members { .. } => {
             let members = state.members.snapshot().await;
             serde_json::to_string(&members)
@@ -143,10 +162,15 @@ async fn local(state: &Arc<State>, req: &Request, stream: &mut StreamHandle) -> 
         Request::MakeChan { path, cap } => super::chan::make(state, path, *cap),
         Request::Close { path } => super::chan::close(state, path),
         Request::MakeSubscription { path, source } => super::subscription::make(state, path, *source),
+        Request::MakeWatch { path, spec } => super::watch::make(state, path, spec),
+        Request::WatchCtl { .. } | Request::Scale { .. } => unreachable!("served above"),
         Request::Send { .. } | Request::Recv { .. } | Request::SendMany { .. } | Request::RecvMany { .. } => {
             unreachable!("streaming requests are served above")
         }
         Request::Stdin { .. } | Request::Stdout { .. } | Request::Stderr { .. } | Request::Wait { .. } => {
+            unreachable!("streaming requests are served above")
+        }
+        Request::Events { .. } => {
             unreachable!("streaming requests are served above")
         }
     })
@@ -160,6 +184,8 @@ fn peek(state: &State, path: &Path) -> Response {
         Some(Element::Proc(p)) => serde_json::to_string(&p.stat()).expect("a proc status serializes"),
         Some(Element::Chan(c)) => serde_json::to_string(&c.stat()).expect("a chan status serializes"),
         Some(Element::Subscription(s)) => serde_json::to_string(&s.stat()).expect("a subscription status serializes"),
+        // A watch is peeked by its task, above; one made since then was not there yet.
+        Some(Element::Watch(_)) => "null".into(),
     }))
 }
 

@@ -3,6 +3,8 @@
 pub mod anchor;
 pub mod chan;
 pub mod keygen;
+pub mod observe;
 pub mod proc;
 pub mod start;
 pub mod subscription;
+pub mod watch;

@@ -1,0 +1,606 @@
+//! The watch element: keeps NumProcesses copies of a command running on this
+//! server (Circus's watcher).
+//!
+//! - **Policy and shell.** What to do and when — respawns, flapping, graceful
+//!   stop deadlines, MaxAge recycling, scaling — is decided by the pure
+//!   [`policy::Policy`], given the time at each call. This module is the
+//!   shell: one task per watcher owns its policy, spawns and signals the
+//!   processes through the server's [`Reaper`](super::proc::Reaper) (no second
+//!   SIGCHLD handler), sleeps until the policy's next deadline, and answers
+//!   the element's requests by message.
+//! - **Processes** are spawned in their own process group, with stdin, stdout
+//!   and stderr on `/dev/null`; `$(WID)` in Args and Env becomes the slot
+//!   number. The stop signal and SIGKILL go to the whole process group, so a
+//!   shell's children go too; `signal` goes to each process alone.
+//! - **Scrub** stops every process gracefully (stop signal, GracefulTimeout,
+//!   SIGKILL); the task ends once all of them have been reaped.
+
+pub mod policy;
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::pin::Pin;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use circuit_proto::{
+    ErrorKind, EventKind, ProcExit, ProcPhase, ScaleOp, WatchAction, WatchProcStat, WatchSpec, WatchStat, WatchState,
+};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use nix::sys::signal::Signal;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use self::policy::{Action, Flap, Note, Params, Phase, Policy};
+use super::proc::{ReaperHandle, parse_signal};
+
+/// The most processes one watcher may keep running.
+pub const MAX_PROCESSES: u32 = 10_000;
+
+/// What can go wrong with a watch element.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The spec cannot be run.
+    #[error("{0}")]
+    Spec(String),
+    /// The first processes could not be started.
+    #[error("{0}")]
+    Spawn(String),
+    /// Not a signal this server knows.
+    #[error("signal {0:?} not recognized; give a name like TERM or SIGTERM, or a number like 15")]
+    BadSignal(String),
+    /// The watcher has no process to signal.
+    #[error("the watcher has no running process to signal")]
+    NotRunning,
+    /// The watcher was scrubbed.
+    #[error("aborted: the watcher was scrubbed")]
+    Aborted,
+}
+
+impl WatchError {
+    /// The wire class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            WatchError::Spec(_) | WatchError::BadSignal(_) => ErrorKind::Invalid,
+            WatchError::Spawn(_) => ErrorKind::Io,
+            WatchError::NotRunning => ErrorKind::Closed,
+            WatchError::Aborted => ErrorKind::Aborted,
+        }
+    }
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, WatchError> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| WatchError::Spec(format!("{name} must be a number of seconds ≥ 0, not {v}")))
+}
+
+/// Checks a spec and turns it into the policy's parameters and the stop signal.
+pub fn validate(spec: &WatchSpec) -> Result<(Params, Signal), WatchError> {
+    if spec.path.trim().is_empty() {
+        return Err(WatchError::Spec("the watch spec has no Path".into()));
+    }
+    if let Some(bad) = spec.env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
+        return Err(WatchError::Spec(format!("Env entry {bad:?} is not NAME=VALUE")));
+    }
+    if spec.num_processes > MAX_PROCESSES {
+        return Err(WatchError::Spec(format!(
+            "NumProcesses is {}; a watcher keeps at most {MAX_PROCESSES}",
+            spec.num_processes
+        )));
+    }
+    let stop = parse_signal(&spec.stop_signal).map_err(|_| WatchError::BadSignal(spec.stop_signal.clone()))?;
+    let max_age = seconds("MaxAge", spec.max_age)?;
+    let f = &spec.flapping;
+    Ok((
+        Params {
+            numprocs: spec.num_processes,
+            respawn: spec.respawn,
+            warmup: seconds("WarmupDelay", spec.warmup_delay)?,
+            graceful: seconds("GracefulTimeout", spec.graceful_timeout)?,
+            max_age: (!max_age.is_zero()).then_some(max_age),
+            flap: Flap {
+                attempts: f.attempts,
+                window: seconds("Flapping.Window", f.window)?,
+                retry_in: seconds("Flapping.RetryIn", f.retry_in)?,
+                max_retry: f.max_retry,
+            },
+        },
+        stop,
+    ))
+}
+
+enum Cmd {
+    Ctl(WatchAction, oneshot::Sender<()>),
+    Scale(ScaleOp, oneshot::Sender<Result<u32, WatchError>>),
+    Signal(Signal, oneshot::Sender<Result<usize, WatchError>>),
+    Peek(oneshot::Sender<WatchStat>),
+    Release,
+}
+
+/// A watch element: a handle on its task. Dropping the last handle (which
+/// is what scrubbing the element does) stops every process gracefully; the
+/// task ends once all of them have been reaped.
+pub struct Watch {
+    tx: mpsc::UnboundedSender<Cmd>,
+    /// (WID, pid) of the running processes, as the task last published them.
+    live: Arc<Mutex<Vec<(u32, u32)>>>,
+}
+
+/// A running process, as the shell knows it beyond the policy.
+struct Proc {
+    started: SystemTime,
+    /// Last CPU sample: when, and the process's ticks then.
+    cpu: Option<(Instant, u64)>,
+}
+
+type Ended = Pin<Box<dyn Future<Output = (u32, Option<ProcExit>)> + Send>>;
+
+/// Where a watcher reports its events (spawned, exited, respawned,
+/// flapping, …); the server's event bus, in practice.
+pub type Emit = Box<dyn Fn(EventKind) + Send + Sync>;
+
+/// The watcher's task state.
+struct Shell {
+    name: String,
+    spec: WatchSpec,
+    stop: Signal,
+    policy: Policy,
+    reaper: ReaperHandle,
+    procs: HashMap<u32, Proc>,
+    ended: FuturesUnordered<Ended>,
+    live: Arc<Mutex<Vec<(u32, u32)>>>,
+    emit: Emit,
+    /// Events held back until [`Watch::release`] (the element is in place).
+    held: Option<Vec<EventKind>>,
+}
+
+impl Watch {
+    /// Checks `spec`, starts its processes and the watcher's task. `name`
+    /// (the path) is for logs; events go to `emit`, held back until
+    /// [`Watch::release`] (so that they follow the element's own `created`).
+    /// Fails, leaving nothing behind, if the spec is invalid or a first
+    /// process cannot be started. Must run within the server's runtime.
+    pub fn start(reaper: ReaperHandle, name: String, spec: WatchSpec, emit: Emit) -> Result<Watch, WatchError> {
+        let (params, stop) = validate(&spec)?;
+        let mut shell = Shell {
+            name,
+            spec,
+            stop,
+            policy: Policy::new(params),
+            reaper,
+            procs: HashMap::new(),
+            ended: FuturesUnordered::new(),
+            live: Arc::default(),
+            emit,
+            held: Some(Vec::new()),
+        };
+        let now = Instant::now();
+        let actions = shell.policy.start(now);
+        if let Err(e) = shell.carry_out(actions, true) {
+            // Nothing stays: whatever did start is killed, and reaped by the reaper.
+            for pid in shell.procs.keys() {
+                let _ = shell.reaper.signal(*pid, Signal::SIGKILL, true);
+            }
+            return Err(e);
+        }
+        info!(op = "mkwatch", watch = %shell.name, cmd = %shell.spec.path, n = shell.spec.num_processes, "watching");
+        shell.publish();
+        let live = shell.live.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(shell.run(rx));
+        Ok(Watch { tx, live })
+    }
+
+    async fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, WatchError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(cmd(tx)).map_err(|_| WatchError::Aborted)?;
+        rx.await.map_err(|_| WatchError::Aborted)
+    }
+
+    /// Start, stop, restart or reload.
+    pub async fn control(&self, action: WatchAction) -> Result<(), WatchError> {
+        self.ask(|tx| Cmd::Ctl(action, tx)).await
+    }
+
+    /// Reads or changes the process count; returns the count after.
+    pub async fn scale(&self, op: ScaleOp) -> Result<u32, WatchError> {
+        self.ask(|tx| Cmd::Scale(op, tx)).await?
+    }
+
+    /// Sends a signal (`TERM`, `SIGHUP`, `15`, …) to every running process;
+    /// returns how many got it.
+    pub async fn signal(&self, name: &str) -> Result<usize, WatchError> {
+        let sig = parse_signal(name).map_err(|_| WatchError::BadSignal(name.to_string()))?;
+        self.ask(|tx| Cmd::Signal(sig, tx)).await?
+    }
+
+    /// The watcher's status, with CPU and memory of each process.
+    pub async fn stat(&self) -> Result<WatchStat, WatchError> {
+        self.ask(Cmd::Peek).await
+    }
+
+    /// Lets the events held since [`Watch::start`] go, then every later one.
+    pub fn release(&self) {
+        let _ = self.tx.send(Cmd::Release);
+    }
+
+    /// (WID, pid) of each running process (not those being stopped), by WID.
+    pub fn processes(&self) -> Vec<(u32, u32)> {
+        self.live.lock().unwrap().clone()
+    }
+}
+
+impl Shell {
+    /// Carries out the policy's actions, feeding spawn results back to it.
+    /// With `strict`, the first spawn error stops and is returned.
+    fn carry_out(&mut self, actions: Vec<Action>, strict: bool) -> Result<(), WatchError> {
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(a) = queue.pop_front() {
+            match a {
+                Action::Spawn { wid } => {
+                    let now = Instant::now();
+                    match self.reaper.spawn(&mut self.command(wid)) {
+                        Ok(child) => {
+                            let pid = child.pid();
+                            info!(op = "spawn", watch = %self.name, wid, pid, "started");
+                            self.report(EventKind::Spawned { pid });
+                            self.policy.spawned(wid, pid, now);
+                            self.procs.insert(
+                                pid,
+                                Proc {
+                                    started: SystemTime::now(),
+                                    cpu: None,
+                                },
+                            );
+                            self.ended.push(Box::pin(child.ended()));
+                        }
+                        Err(e) => {
+                            let error = match self.spec.dir.is_empty() {
+                                true => format!("exec error: {}: {e}", self.spec.path.trim()),
+                                false => format!("exec error: {} in {}: {e}", self.spec.path.trim(), self.spec.dir),
+                            };
+                            if strict {
+                                return Err(WatchError::Spawn(error));
+                            }
+                            warn!(op = "spawn", watch = %self.name, wid, %error, "cannot start");
+                            self.report(EventKind::other("spawnfailed", json!({"Wid": wid, "Error": error})));
+                            queue.extend(self.policy.spawn_failed(wid, now));
+                        }
+                    }
+                }
+                Action::Stop { pid } => {
+                    info!(op = "stop", watch = %self.name, pid, signal = %self.stop, "stopping gracefully");
+                    let _ = self.reaper.signal(pid, self.stop, true);
+                }
+                Action::Kill { pid } => {
+                    warn!(op = "kill", watch = %self.name, pid, "graceful timeout over; SIGKILL");
+                    self.report(EventKind::other(
+                        "killed",
+                        json!({"Pid": pid, "Reason": "graceful timeout"}),
+                    ));
+                    let _ = self.reaper.signal(pid, Signal::SIGKILL, true);
+                }
+                Action::Note(note) => self.log(note),
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&mut self, event: EventKind) {
+        match &mut self.held {
+            Some(held) => held.push(event),
+            None => (self.emit)(event),
+        }
+    }
+
+    /// Logs a step of the policy and reports it as an event.
+    fn log(&mut self, note: Note) {
+        let name = self.name.clone();
+        let event = match note {
+            Note::Respawn { wid, restarts, at } => {
+                let delay = at.saturating_duration_since(Instant::now());
+                info!(op = "respawn", watch = %name, wid, restarts, ?delay, "respawning");
+                EventKind::other(
+                    "respawned",
+                    json!({"Wid": wid, "Restarts": restarts, "In": delay.as_secs_f64()}),
+                )
+            }
+            Note::Flapping { retries, until } => {
+                let pause = until.saturating_duration_since(Instant::now());
+                warn!(op = "flapping", watch = %name, retries, ?pause, "flapping: paused");
+                EventKind::other(
+                    "flapping",
+                    json!({"State": "paused", "Retries": retries, "RetryIn": pause.as_secs_f64()}),
+                )
+            }
+            Note::GaveUp { retries } => {
+                warn!(op = "flapping", watch = %name, retries, "flapping: no retry left, stopped");
+                EventKind::other("flapping", json!({"State": "stopped", "Retries": retries}))
+            }
+            Note::Resumed { retries } => {
+                info!(op = "resume", watch = %name, retries, "flapping pause over");
+                EventKind::other("resumed", json!({"Retries": retries}))
+            }
+            Note::Recycled { wid, pid } => {
+                info!(op = "recycle", watch = %name, wid, pid, "MaxAge reached");
+                EventKind::other("recycled", json!({"Wid": wid, "Pid": pid}))
+            }
+        };
+        self.report(event);
+    }
+
+    fn command(&self, wid: u32) -> Command {
+        let w = wid.to_string();
+        let sub = |s: &String| s.replace("$(WID)", &w);
+        let mut cmd = Command::new(self.spec.path.trim());
+        cmd.args(self.spec.args.iter().map(sub))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        if !self.spec.env.is_empty() {
+            cmd.env_clear();
+            for e in self.spec.env.iter().map(sub) {
+                if let Some((k, v)) = e.split_once('=') {
+                    cmd.env(k, v);
+                }
+            }
+        }
+        if !self.spec.dir.is_empty() {
+            cmd.current_dir(&self.spec.dir);
+        }
+        cmd
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        let mut scrubbed = false;
+        loop {
+            if scrubbed && self.policy.idle() {
+                info!(op = "scrub", watch = %self.name, "every process is gone");
+                return;
+            }
+            let deadline = self.policy.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let actions = tokio::select! {
+                cmd = rx.recv(), if !scrubbed => match cmd {
+                    Some(cmd) => self.serve(cmd),
+                    None => {
+                        scrubbed = true;
+                        info!(op = "scrub", watch = %self.name, "stopping every process");
+                        self.policy.stop(Instant::now())
+                    }
+                },
+                Some((pid, exit)) = self.ended.next(), if !self.ended.is_empty() => {
+                    self.procs.remove(&pid);
+                    info!(op = "exit", watch = %self.name, pid, exit = ?exit, "process ended");
+                    self.report(exited(pid, exit.as_ref()));
+                    self.policy.exited(pid, Instant::now())
+                }
+                _ = sleep => self.policy.tick(Instant::now()),
+            };
+            let _ = self.carry_out(actions, false);
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        let mut live: Vec<(u32, u32)> = self
+            .policy
+            .running()
+            .iter()
+            .filter(|r| r.kill_at.is_none())
+            .map(|r| (r.wid, r.pid))
+            .collect();
+        live.sort();
+        *self.live.lock().unwrap() = live;
+    }
+
+    fn serve(&mut self, cmd: Cmd) -> Vec<Action> {
+        let now = Instant::now();
+        match cmd {
+            Cmd::Ctl(action, tx) => {
+                info!(op = "watch", watch = %self.name, action = action.name(), "control");
+                self.report(EventKind::other("control", json!({"Action": action.name()})));
+                let actions = match action {
+                    WatchAction::Start => self.policy.start(now),
+                    WatchAction::Stop => self.policy.stop(now),
+                    WatchAction::Restart => self.policy.restart(now),
+                    WatchAction::Reload => self.policy.reload(now),
+                };
+                let _ = tx.send(());
+                actions
+            }
+            Cmd::Scale(op, tx) => {
+                let n = self.policy.numprocs();
+                let want = match op {
+                    ScaleOp::Get => n,
+                    ScaleOp::Set(m) => m,
+                    ScaleOp::Incr(d) => n.saturating_add(d),
+                    ScaleOp::Decr(d) => n.saturating_sub(d),
+                };
+                if want > MAX_PROCESSES {
+                    let _ = tx.send(Err(WatchError::Spec(format!(
+                        "cannot keep {want} processes; a watcher keeps at most {MAX_PROCESSES}"
+                    ))));
+                    return Vec::new();
+                }
+                let actions = if want != n {
+                    info!(op = "numprocs", watch = %self.name, from = n, to = want, "scaling");
+                    self.report(EventKind::other("numprocs", json!({"From": n, "To": want})));
+                    self.spec.num_processes = want;
+                    self.policy.set_numprocs(want, now)
+                } else {
+                    Vec::new()
+                };
+                let _ = tx.send(Ok(want));
+                actions
+            }
+            Cmd::Signal(sig, tx) => {
+                let mut sent = 0;
+                for r in self.policy.running().iter().filter(|r| r.kill_at.is_none()) {
+                    if self.reaper.signal(r.pid, sig, false).is_ok() {
+                        sent += 1;
+                    }
+                }
+                info!(op = "signal", watch = %self.name, signal = %sig, processes = sent, "signalled");
+                let _ = tx.send(if sent == 0 {
+                    Err(WatchError::NotRunning)
+                } else {
+                    Ok(sent)
+                });
+                Vec::new()
+            }
+            Cmd::Peek(tx) => {
+                let _ = tx.send(self.stat(now));
+                Vec::new()
+            }
+            Cmd::Release => {
+                for event in self.held.take().unwrap_or_default() {
+                    (self.emit)(event);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn stat(&mut self, now: Instant) -> WatchStat {
+        let mut processes = Vec::new();
+        for r in self.policy.running().iter().filter(|r| r.kill_at.is_none()) {
+            let (cpu_percent, rss_bytes) = match (self.procs.get_mut(&r.pid), sample(r.pid)) {
+                (Some(p), Some(s)) => {
+                    let (since, before) = p.cpu.unwrap_or((r.started, 0));
+                    let secs = now.saturating_duration_since(since).as_secs_f64();
+                    let used = s.cpu_ticks.saturating_sub(before) as f64 / s.ticks_per_sec;
+                    p.cpu = Some((now, s.cpu_ticks));
+                    let pct = if secs > 0.0 { used / secs * 100.0 } else { 0.0 };
+                    ((pct * 10.0).round() / 10.0, s.rss_bytes)
+                }
+                _ => (0.0, 0),
+            };
+            let started = self
+                .procs
+                .get(&r.pid)
+                .map(|p| p.started)
+                .unwrap_or_else(SystemTime::now);
+            processes.push(WatchProcStat {
+                wid: r.wid,
+                pid: r.pid,
+                started_at: rfc3339(started),
+                restarts: r.restarts,
+                cpu_percent,
+                rss_bytes,
+            });
+        }
+        processes.sort_by_key(|p| (p.wid, p.pid));
+        WatchStat {
+            spec: self.spec.clone(),
+            state: match self.policy.phase() {
+                Phase::Active => WatchState::Active,
+                Phase::Stopped => WatchState::Stopped,
+                Phase::Flapping => WatchState::Flapping,
+            },
+            retries: self.policy.retries(),
+            processes,
+        }
+    }
+}
+
+impl Drop for Shell {
+    /// The task is dropped with processes left only when the server's
+    /// runtime shuts down (a scrubbed watcher ends once they are all gone):
+    /// there is no time left to wait, so each gets the stop signal now.
+    fn drop(&mut self) {
+        for r in self.policy.running() {
+            let _ = self.reaper.signal(r.pid, self.stop, true);
+        }
+    }
+}
+
+/// The `exited` event of a reaped process.
+fn exited(pid: u32, exit: Option<&ProcExit>) -> EventKind {
+    let phase = match exit {
+        None => ProcPhase::Unknown,
+        Some(e) if e.signal.is_some() => ProcPhase::Signaled,
+        Some(_) => ProcPhase::Exited,
+    };
+    EventKind::Exited {
+        pid: Some(pid),
+        phase,
+        code: exit.map_or(-1, |e| e.code),
+        signal: exit.and_then(|e| e.signal),
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// CPU time and resident memory of a process, from /proc.
+struct Sample {
+    cpu_ticks: u64,
+    ticks_per_sec: f64,
+    rss_bytes: u64,
+}
+
+fn sample(pid: u32) -> Option<Sample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; `rest` starts at field 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let sc = |v| nix::unistd::sysconf(v).ok().flatten().filter(|&n| n > 0);
+    let ticks_per_sec = sc(nix::unistd::SysconfVar::CLK_TCK).unwrap_or(100) as f64;
+    let page = sc(nix::unistd::SysconfVar::PAGE_SIZE).unwrap_or(4096) as u64;
+    Some(Sample {
+        cpu_ticks: utime + stime,
+        ticks_per_sec,
+        rss_bytes: resident * page,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_checked() {
+        assert!(validate(&WatchSpec::new("/bin/true", Vec::<String>::new())).is_ok());
+        assert!(matches!(
+            validate(&WatchSpec::new(" ", Vec::<String>::new())),
+            Err(WatchError::Spec(_))
+        ));
+        let mut s = WatchSpec::new("/bin/true", Vec::<String>::new());
+        s.stop_signal = "NOPE".into();
+        assert!(matches!(validate(&s), Err(WatchError::BadSignal(_))));
+        let mut s = WatchSpec::new("/bin/true", Vec::<String>::new());
+        s.graceful_timeout = -1.0;
+        assert!(validate(&s).unwrap_err().to_string().contains("GracefulTimeout"));
+        let mut s = WatchSpec::new("/bin/true", Vec::<String>::new());
+        s.max_age = 2.5;
+        assert_eq!(validate(&s).unwrap().0.max_age, Some(Duration::from_millis(2500)));
+        s.num_processes = MAX_PROCESSES + 1;
+        assert!(validate(&s).unwrap_err().to_string().contains("at most"));
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let s = sample(std::process::id()).expect("/proc of ourselves");
+        assert!(s.rss_bytes > 0);
+        assert!(s.ticks_per_sec > 0.0);
+        assert!(sample(u32::MAX).is_none());
+    }
+}

@@ -1,0 +1,264 @@
+//! Commands on watch elements: mkwatch, incr, decr, numprocs, watch
+//! start|stop|restart|reload. (`signal`, `peek` and `scrub` are the generic
+//! commands; the server dispatches on the element's kind.) The spec arrives
+//! as JSON on stdin and is parsed here, at the edge; the wire carries a typed
+//! `WatchSpec`.
+
+use anyhow::{Result, anyhow, bail};
+use circuit_client::{Client, FlappingSpec, Path, WatchAction, WatchSpec};
+use serde_json::{Map, Value};
+
+use crate::cmd::anchor::parse_path;
+
+const KNOWN: &str =
+    "Path, Args, Env, Dir, NumProcesses, Respawn, WarmupDelay, GracefulTimeout, StopSignal, MaxAge, Flapping";
+const KNOWN_FLAPPING: &str = "Attempts, Window, RetryIn, MaxRetry";
+/// Circus options that this server's watchers do not have yet.
+const NOT_YET: &[&str] = &[
+    "uid",
+    "gid",
+    "rlimits",
+    "stdout",
+    "stderr",
+    "sockets",
+    "hooks",
+    "copyenv",
+    "inheritenv",
+];
+const EXAMPLE: &str = r#"{"Path": "/bin/sleep", "Args": ["3600"], "NumProcesses": 3}"#;
+
+fn object(text: &str) -> Result<Map<String, Value>> {
+    if text.trim().is_empty() {
+        bail!("no watch spec on stdin; give JSON like {EXAMPLE}");
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        let full = e.to_string();
+        let msg = full
+            .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
+            .unwrap_or(&full);
+        anyhow!(
+            "invalid JSON on stdin at line {} column {}: {msg}",
+            e.line(),
+            e.column()
+        )
+    })?;
+    match value {
+        Value::Object(m) => Ok(m),
+        _ => bail!("the watch spec must be a JSON object, like {EXAMPLE}"),
+    }
+}
+
+fn strings(key: &str, v: Value) -> Result<Vec<String>> {
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s),
+                other => Err(anyhow!(
+                    "field {key:?} of the watch spec must be a list of strings, not {other}"
+                )),
+            })
+            .collect(),
+        other => bail!("field {key:?} of the watch spec must be a list of strings, not {other}"),
+    }
+}
+
+fn string(key: &str, v: Value) -> Result<String> {
+    match v {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s),
+        other => bail!("field {key:?} of the watch spec must be a string, not {other}"),
+    }
+}
+
+fn count(key: &str, v: Value) -> Result<u32> {
+    v.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| anyhow!("field {key:?} of the watch spec must be a whole number ≥ 0, not {v}"))
+}
+
+fn seconds(key: &str, v: Value) -> Result<f64> {
+    match v.as_f64() {
+        Some(s) if s >= 0.0 && s.is_finite() && s < 1e9 => Ok(s),
+        _ => bail!("field {key:?} of the watch spec must be a number of seconds ≥ 0, not {v}"),
+    }
+}
+
+fn flapping(key: &str, v: Value) -> Result<FlappingSpec> {
+    let mut f = FlappingSpec::default();
+    let fields = match v {
+        Value::Null => return Ok(f),
+        Value::Object(m) => m,
+        other => bail!(
+            "field {key:?} of the watch spec must be an object like {{\"Attempts\": 2, \"Window\": 1, \"RetryIn\": 7, \"MaxRetry\": 5}}, not {other}"
+        ),
+    };
+    for (k, v) in fields {
+        let name = format!("{key}.{k}");
+        match k.to_ascii_lowercase().as_str() {
+            "attempts" => f.attempts = count(&name, v)?,
+            "window" => f.window = seconds(&name, v)?,
+            "retryin" | "retry_in" => f.retry_in = seconds(&name, v)?,
+            "maxretry" | "max_retry" => f.max_retry = count(&name, v)?,
+            _ => bail!("unknown field {k:?} in the watch spec's {key:?}; known: {KNOWN_FLAPPING}"),
+        }
+    }
+    Ok(f)
+}
+
+/// Parses a watch spec: JSON field names match case-insensitively (and
+/// Circus's snake_case spellings, like `num_processes`, work too); unknown
+/// fields, and Circus options not supported yet, are errors.
+pub fn parse_spec(text: &str) -> Result<WatchSpec> {
+    let mut spec = WatchSpec::default();
+    for (key, v) in object(text)? {
+        let k = key.to_ascii_lowercase().replace('_', "");
+        match k.as_str() {
+            "path" | "cmd" => spec.path = string(&key, v)?,
+            "args" => spec.args = strings(&key, v)?,
+            "env" => spec.env = strings(&key, v)?,
+            "dir" | "workingdir" => spec.dir = string(&key, v)?,
+            "numprocesses" => spec.num_processes = count(&key, v)?,
+            "respawn" => {
+                spec.respawn = match v {
+                    Value::Bool(b) => b,
+                    other => bail!("field {key:?} of the watch spec must be true or false, not {other}"),
+                }
+            }
+            "warmupdelay" => spec.warmup_delay = seconds(&key, v)?,
+            "gracefultimeout" => spec.graceful_timeout = seconds(&key, v)?,
+            "stopsignal" => {
+                spec.stop_signal = match v {
+                    Value::String(s) => s,
+                    Value::Number(n) => n.to_string(),
+                    other => bail!("field {key:?} of the watch spec must be a signal like \"TERM\" or 15, not {other}"),
+                }
+            }
+            "maxage" => spec.max_age = seconds(&key, v)?,
+            "flapping" => spec.flapping = flapping(&key, v)?,
+            _ if NOT_YET.contains(&k.as_str()) => {
+                bail!("field {key:?} of the watch spec is not supported yet; supported: {KNOWN}")
+            }
+            _ => bail!("unknown field {key:?} in the watch spec; known: {KNOWN}"),
+        }
+    }
+    if spec.path.trim().is_empty() {
+        bail!("the watch spec has no \"Path\"; give JSON like {EXAMPLE}");
+    }
+    Ok(spec)
+}
+
+fn failed(verb: &str, path: &Path, e: circuit_client::Error) -> anyhow::Error {
+    match &e {
+        circuit_client::Error::Remote(w) if w.message.contains(&path.to_string()) => anyhow!("{verb}: {}", w.message),
+        _ => anyhow!("{verb} {path}: {e}"),
+    }
+}
+
+/// `mkwatch PATH` with the spec on stdin.
+pub async fn mkwatch(client: &Client, arg: &str, input: &str) -> Result<()> {
+    let path = parse_path(arg)?;
+    let spec = parse_spec(input)?;
+    client
+        .anchor(path.clone())
+        .make_watch(spec)
+        .await
+        .map_err(|e| failed("mkwatch", &path, e))?;
+    Ok(())
+}
+
+/// What `incr`/`decr`/`numprocs` do.
+#[derive(Debug, Clone, Copy)]
+pub enum Scale {
+    /// `incr PATH [N]`
+    Incr(u32),
+    /// `decr PATH [N]`
+    Decr(u32),
+    /// `numprocs PATH N`
+    Set(u32),
+    /// `numprocs PATH`
+    Get,
+}
+
+/// `incr`, `decr`, `numprocs`: prints the count after.
+pub async fn scale(client: &Client, verb: &str, arg: &str, op: Scale) -> Result<()> {
+    let path = parse_path(arg)?;
+    let w = client.anchor(path.clone()).watch();
+    let n = match op {
+        Scale::Incr(n) => w.incr(n).await,
+        Scale::Decr(n) => w.decr(n).await,
+        Scale::Set(n) => w.set_numprocs(n).await,
+        Scale::Get => w.numprocs().await,
+    }
+    .map_err(|e| failed(verb, &path, e))?;
+    println!("{n}");
+    Ok(())
+}
+
+/// `watch start|stop|restart|reload PATH`.
+pub async fn control(client: &Client, action: &str, arg: &str) -> Result<()> {
+    let action: WatchAction = action.parse().map_err(|e: String| anyhow!(e))?;
+    let path = parse_path(arg)?;
+    client
+        .anchor(path.clone())
+        .watch()
+        .control(action)
+        .await
+        .map_err(|e| failed(&format!("watch {}", action.name()), &path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_with_defaults() {
+        let s = parse_spec(r#"{"Path":"/bin/sleep","Args":["60"]}"#).unwrap();
+        assert_eq!(s, WatchSpec::new("/bin/sleep", ["60"]));
+        assert_eq!((s.num_processes, s.respawn, s.graceful_timeout), (1, true, 30.0));
+        assert_eq!(s.stop_signal, "TERM");
+        let s = parse_spec(
+            r#"{"path":"/bin/sh","ARGS":["-c","echo $(WID)"],"numprocesses":3,"Respawn":false,
+               "warmup_delay":0.5,"GracefulTimeout":1,"StopSignal":2,"MaxAge":60,
+               "flapping":{"attempts":5,"WINDOW":2.5,"RetryIn":0.1,"MaxRetry":0},"Env":["A=$(WID)"],"Dir":"/"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.num_processes, 3);
+        assert!(!s.respawn);
+        assert_eq!((s.warmup_delay, s.graceful_timeout, s.max_age), (0.5, 1.0, 60.0));
+        assert_eq!(s.stop_signal, "2");
+        assert_eq!(
+            s.flapping,
+            FlappingSpec {
+                attempts: 5,
+                window: 2.5,
+                retry_in: 0.1,
+                max_retry: 0
+            }
+        );
+        assert_eq!((s.env[0].as_str(), s.dir.as_str()), ("A=$(WID)", "/"));
+    }
+
+    #[test]
+    fn spec_errors_are_clear() {
+        let e = |t: &str| parse_spec(t).unwrap_err().to_string();
+        assert_eq!(
+            e(r#"{"Path":"/bin/ls","Foo":1}"#),
+            format!("unknown field \"Foo\" in the watch spec; known: {KNOWN}")
+        );
+        let s = e(r#"{"Path":"/bin/ls","Sockets":[]}"#);
+        assert!(
+            s.starts_with("field \"Sockets\" of the watch spec is not supported yet"),
+            "{s}"
+        );
+        assert!(e(r#"{"Path":"/bin/ls","uid":0}"#).contains("not supported yet"));
+        assert!(e(r#"{"Path":"/bin/ls","NumProcesses":-1}"#).contains("whole number"));
+        assert!(e(r#"{"Path":"/bin/ls","NumProcesses":1.5}"#).contains("whole number"));
+        assert!(e(r#"{"Path":"/bin/ls","GracefulTimeout":-1}"#).contains("seconds ≥ 0"));
+        assert!(e(r#"{"Path":"/bin/ls","Flapping":{"Tries":1}}"#).contains("unknown field \"Tries\""));
+        assert!(e(r#"{"Args":[]}"#).contains("no \"Path\""));
+        assert!(e("").contains("no watch spec"));
+        assert!(e("{\n\"Path\" 1}").starts_with("invalid JSON on stdin at line 2"));
+    }
+}

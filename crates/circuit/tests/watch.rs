@@ -1,0 +1,633 @@
+//! Watch elements end to end: a real server, the real CLI, real processes.
+//! Every wait is bounded; the tests kill (by pid) only processes the watcher
+//! reported, and only if a test fails half-way.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{TempDir, TestServer, fails, ok, stderr};
+use serde_json::{Value, json};
+
+/// Kills (by pid) the processes a watcher reported, should a test fail
+/// before they are gone.
+#[derive(Default)]
+struct Pids(BTreeSet<u64>);
+
+impl Drop for Pids {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+/// The `State:` letter of /proc/PID/status, if the process exists.
+fn state(pid: u64) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .and_then(|v| v.trim().chars().next())
+}
+
+fn alive(pid: u64) -> bool {
+    matches!(state(pid), Some(c) if c != 'Z')
+}
+
+/// The children of `parent` and their state letters, from /proc.
+fn children(parent: u64) -> Vec<(u64, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else { continue };
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if f.get(1).and_then(|p| p.parse::<u64>().ok()) == Some(parent) {
+            out.push((pid, f[0].chars().next().unwrap_or('?')));
+        }
+    }
+    out
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Polls (bounded) until `f` holds.
+fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "never {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl TestServer {
+    fn peek(&self, path: &str) -> Value {
+        json(&ok(self.cli("peek", &[path])))
+    }
+
+    /// Polls `peek` (bounded) until `f` holds; returns that peek.
+    fn peek_until(&self, path: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let v = self.peek(path);
+            if f(&v) {
+                return v;
+            }
+            assert!(Instant::now() < end, "{path} never became {what}: {v}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn mkwatch(&self, path: &str, spec: &Value) {
+        ok(self.cli_in("mkwatch", &[path], spec.to_string().as_bytes()));
+    }
+}
+
+/// (WID, Pid) of each process in a peek, remembered in `pids`.
+fn procs(v: &Value, pids: &mut Pids) -> Vec<(u64, u64)> {
+    let list: Vec<(u64, u64)> = v["Processes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no Processes: {v}"))
+        .iter()
+        .map(|p| (p["Wid"].as_u64().unwrap(), p["Pid"].as_u64().unwrap()))
+        .collect();
+    pids.0.extend(list.iter().map(|(_, p)| *p));
+    list
+}
+
+fn count(v: &Value) -> usize {
+    v["Processes"].as_array().map_or(0, Vec::len)
+}
+
+fn all_gone(list: &[(u64, u64)]) -> bool {
+    list.iter().all(|(_, p)| !alive(*p))
+}
+
+fn no_zombies(srv: &TestServer) {
+    let me = srv.child.id() as u64;
+    until("free of zombie children", Duration::from_secs(5), || {
+        children(me).iter().all(|(_, s)| *s != 'Z')
+    });
+}
+
+#[test]
+fn keeps_processes_running_and_respawns_after_kill() {
+    let srv = TestServer::start(&[]);
+    let mut pids = Pids::default();
+    let web = format!("{}/web", srv.id);
+    srv.mkwatch(
+        &web,
+        &json!({"Path": "/bin/sleep", "Args": ["60"], "NumProcesses": 3, "GracefulTimeout": 5}),
+    );
+    assert_eq!(
+        ok(srv.cli("ls", &["-l", &format!("{}/...", srv.id)])),
+        format!("watch           {web}\n")
+    );
+    let v = srv.peek(&web);
+    assert_eq!(v["State"], "active");
+    assert_eq!(v["Retries"], 0);
+    assert_eq!(v["Spec"]["NumProcesses"], 3);
+    assert_eq!(
+        v["Spec"]["Flapping"],
+        json!({"Attempts": 2, "Window": 1.0, "RetryIn": 7.0, "MaxRetry": 5})
+    );
+    let before = procs(&v, &mut pids);
+    assert_eq!(before.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(before.iter().all(|(_, p)| alive(*p)), "{v}");
+    for p in v["Processes"].as_array().unwrap() {
+        assert_eq!(p["Restarts"], 0);
+        assert!(p["StartedAt"].as_str().unwrap().contains('T'), "RFC 3339: {p}");
+        assert!(p["CpuPercent"].as_f64().is_some(), "{p}");
+        assert!(p["RssBytes"].as_u64().unwrap() > 0, "{p}");
+    }
+    // The processes are the server's children, each in its own process group.
+    let me = srv.child.id() as u64;
+    let kids: Vec<u64> = children(me).iter().map(|c| c.0).collect();
+    assert!(before.iter().all(|(_, p)| kids.contains(p)), "{kids:?} {before:?}");
+
+    // kill -9 one: replaced, the others untouched.
+    let (wid, victim) = before[1];
+    let t = Instant::now();
+    let killed = Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
+    assert!(killed.success());
+    let v = srv.peek_until(&web, "respawned", |v| {
+        count(v) == 3 && v["Processes"][1]["Pid"].as_u64() != Some(victim)
+    });
+    let after = procs(&v, &mut pids);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(after[1].0, wid);
+    assert_eq!(v["Processes"][1]["Restarts"], 1);
+    assert!(alive(after[1].1));
+    assert_eq!((after[0], after[2]), (before[0], before[2]));
+    assert_eq!(v["Processes"][0]["Restarts"], 0);
+    until("the killed process reaped", Duration::from_secs(5), || {
+        state(victim).is_none()
+    });
+
+    // signal reaches every process.
+    ok(srv.cli("signal", &["STOP", &web]));
+    until("all stopped", Duration::from_secs(5), || {
+        after.iter().all(|(_, p)| state(*p) == Some('T'))
+    });
+    ok(srv.cli("signal", &[&web, "cont"]));
+    until("all continued", Duration::from_secs(5), || {
+        after.iter().all(|(_, p)| matches!(state(*p), Some('S' | 'R')))
+    });
+    let e = fails(srv.cli("signal", &["NOSUCH", &web]));
+    assert!(e.contains("signal \"NOSUCH\" not recognized"), "{e}");
+
+    // scrub: every process is stopped, none left behind, no zombie.
+    ok(srv.cli("scrub", &[&web]));
+    assert_eq!(ok(srv.cli("peek", &[&web])), "null\n");
+    until("every process gone", Duration::from_secs(10), || all_gone(&after));
+    no_zombies(&srv);
+    assert!(srv.log().contains("op=\"respawn\""), "{}", srv.log());
+}
+
+#[test]
+fn scale_with_incr_decr_numprocs() {
+    let srv = TestServer::start(&[]);
+    let mut pids = Pids::default();
+    let w = format!("{}/w", srv.id);
+    srv.mkwatch(&w, &json!({"Path": "/bin/sleep", "Args": ["60"]}));
+    assert_eq!(ok(srv.cli("numprocs", &[&w])), "1\n");
+    assert_eq!(ok(srv.cli("incr", &[&w])), "2\n");
+    assert_eq!(ok(srv.cli("incr", &[&w, "3"])), "5\n");
+    let v = srv.peek(&w);
+    let five = procs(&v, &mut pids);
+    assert_eq!(five.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert!(all_alive(&five));
+    assert_eq!(v["Spec"]["NumProcesses"], 5);
+
+    // Decr stops the highest slots.
+    assert_eq!(ok(srv.cli("decr", &[&w, "3"])), "2\n");
+    let v = srv.peek(&w);
+    assert_eq!(procs(&v, &mut pids), five[..2]);
+    until("slots 3-5 gone", Duration::from_secs(10), || all_gone(&five[2..]));
+    assert!(all_alive(&five[..2]));
+    assert_eq!(ok(srv.cli("numprocs", &[&w, "4"])), "4\n");
+    let v = srv.peek(&w);
+    assert_eq!(count(&v), 4);
+    procs(&v, &mut pids);
+    assert_eq!(ok(srv.cli("decr", &[&w, "10"])), "0\n");
+    until("all gone", Duration::from_secs(10), || {
+        let v = srv.peek(&w);
+        count(&v) == 0 && pids.0.iter().all(|p| !alive(*p))
+    });
+    let e = fails(srv.cli("numprocs", &[&w, "100000"]));
+    assert!(e.contains("a watcher keeps at most 10000"), "{e}");
+    let usage = srv.cli("incr", &[&w, "-2"]);
+    assert_eq!(usage.status.code(), Some(2), "{}", stderr(&usage));
+    ok(srv.cli("scrub", &[&w]));
+}
+
+fn all_alive(list: &[(u64, u64)]) -> bool {
+    list.iter().all(|(_, p)| alive(*p))
+}
+
+#[test]
+fn start_stop_restart_reload() {
+    let srv = TestServer::start(&[]);
+    let mut pids = Pids::default();
+    let w = format!("{}/w", srv.id);
+    srv.mkwatch(
+        &w,
+        &json!({"Path": "/bin/sleep", "Args": ["60"], "NumProcesses": 2, "StopSignal": "INT"}),
+    );
+    let first = procs(&srv.peek(&w), &mut pids);
+
+    ok(srv.cli("watch", &["stop", &w]));
+    let v = srv.peek(&w);
+    assert_eq!((v["State"].as_str(), count(&v)), (Some("stopped"), 0), "{v}");
+    until("stopped processes gone", Duration::from_secs(10), || all_gone(&first));
+    // Nothing respawns while stopped.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&srv.peek(&w)), 0);
+
+    ok(srv.cli("watch", &["start", &w]));
+    let v = srv.peek(&w);
+    assert_eq!(v["State"], "active");
+    let second = procs(&v, &mut pids);
+    assert_eq!(second.len(), 2);
+    assert!(all_alive(&second));
+
+    ok(srv.cli("watch", &["restart", &w]));
+    let v = srv.peek_until(&w, "restarted", |v| {
+        count(v) == 2
+            && v["Processes"].as_array().unwrap().iter().all(|p| {
+                let pid = p["Pid"].as_u64().unwrap();
+                !second.iter().any(|s| s.1 == pid)
+            })
+    });
+    let third = procs(&v, &mut pids);
+    assert!(
+        all_gone(&second),
+        "restart: the old ones are gone before the new ones start"
+    );
+    assert!(all_alive(&third));
+
+    // Reload: the new ones are there at once, the old ones go.
+    ok(srv.cli("watch", &["reload", &w]));
+    let v = srv.peek(&w);
+    let fourth = procs(&v, &mut pids);
+    assert_eq!(fourth.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2]);
+    assert!(fourth.iter().all(|p| !third.contains(p)), "{third:?} {fourth:?}");
+    assert!(all_alive(&fourth));
+    until("old ones gone after reload", Duration::from_secs(10), || {
+        all_gone(&third)
+    });
+    assert_eq!(v["State"], "active");
+
+    let usage = srv.cli("watch", &["frobnicate", &w]);
+    assert_eq!(usage.status.code(), Some(2), "{}", stderr(&usage));
+    ok(srv.cli("scrub", &[&w]));
+    until("gone after scrub", Duration::from_secs(10), || all_gone(&fourth));
+}
+
+/// SigIgn of /proc/PID/status has SIGTERM (15).
+fn ignores_term(pid: u64) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << 14) != 0)
+}
+
+#[test]
+fn graceful_stop_kills_after_the_timeout() {
+    let srv = TestServer::start(&[]);
+    let mut pids = Pids::default();
+    let w = format!("{}/stubborn", srv.id);
+    srv.mkwatch(
+        &w,
+        &json!({"Path": "/bin/sh", "Args": ["-c", "trap '' TERM; sleep 60; true"], "GracefulTimeout": 1}),
+    );
+    let list = procs(&srv.peek(&w), &mut pids);
+    let (_, sh) = list[0];
+    until("the trap set", Duration::from_secs(10), || ignores_term(sh));
+    // Its child, in its process group, must go too.
+    let mut kid = 0;
+    until("sleep started", Duration::from_secs(10), || {
+        kid = children(sh).first().map_or(0, |c| c.0);
+        kid != 0
+    });
+    let t = Instant::now();
+    ok(srv.cli("watch", &["stop", &w]));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        alive(sh) && alive(kid),
+        "SIGTERM is ignored: still alive before the timeout"
+    );
+    until("SIGKILLed", Duration::from_secs(10), || !alive(sh) && !alive(kid));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "killed after {took:?}, before the timeout"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(srv.log().contains("graceful timeout over; SIGKILL"), "{}", srv.log());
+
+    // Scrub is graceful the same way.
+    ok(srv.cli("watch", &["start", &w]));
+    let list = procs(&srv.peek(&w), &mut pids);
+    until("the trap set", Duration::from_secs(10), || ignores_term(list[0].1));
+    let t = Instant::now();
+    ok(srv.cli("scrub", &[&w]));
+    until("scrubbed and SIGKILLed", Duration::from_secs(10), || all_gone(&list));
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    no_zombies(&srv);
+}
+
+#[test]
+fn flapping_pauses_then_stops() {
+    let srv = TestServer::start(&[]);
+    let w = format!("{}/flappy", srv.id);
+    srv.mkwatch(
+        &w,
+        &json!({"Path": "/bin/false",
+                "Flapping": {"Attempts": 2, "Window": 5, "RetryIn": 0.5, "MaxRetry": 2}}),
+    );
+    let v = srv.peek_until(&w, "flapping", |v| v["State"] == "flapping");
+    assert_eq!(v["Retries"], 1);
+    let v = srv.peek_until(&w, "stopped for good", |v| v["State"] == "stopped");
+    assert_eq!(v["Retries"], 2);
+    assert_eq!(count(&v), 0);
+    let log = srv.log();
+    assert!(log.contains("flapping: paused"), "{log}");
+    assert!(log.contains("flapping: no retry left, stopped"), "{log}");
+    // It stays stopped.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(srv.peek(&w)["State"], "stopped");
+    // `watch start` starts over, with the retries cleared.
+    ok(srv.cli("watch", &["start", &w]));
+    srv.peek_until(&w, "flapping again", |v| v["State"] == "flapping" && v["Retries"] == 1);
+    ok(srv.cli("scrub", &[&w]));
+    no_zombies(&srv);
+}
+
+#[test]
+fn no_zombies_after_many_respawns() {
+    let srv = TestServer::start(&[]);
+    let w = format!("{}/short", srv.id);
+    srv.mkwatch(
+        &w,
+        &json!({"Path": "/bin/true", "NumProcesses": 4, "Flapping": {"Attempts": 1000000}}),
+    );
+    let total = |v: &Value| -> u64 {
+        v["Processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["Restarts"].as_u64().unwrap())
+            .sum()
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    while seen < 200 {
+        assert!(Instant::now() < end, "only {seen} respawns in 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+        seen = seen.max(total(&srv.peek(&w)));
+    }
+    assert_eq!(srv.peek(&w)["State"], "active");
+    ok(srv.cli("watch", &["stop", &w]));
+    srv.peek_until(&w, "stopped", |v| count(v) == 0);
+    no_zombies(&srv);
+    let me = srv.child.id() as u64;
+    until("no child left", Duration::from_secs(5), || children(me).is_empty());
+    ok(srv.cli("scrub", &[&w]));
+}
+
+#[test]
+fn wid_substitution_and_max_age() {
+    let srv = TestServer::start(&[]);
+    let mut pids = Pids::default();
+    let dir = TempDir::new("watch-wid");
+    let w = format!("{}/w", srv.id);
+    let script = format!("echo $(WID) $X > {}/out-$(WID); exec sleep 60", dir.0.display());
+    srv.mkwatch(
+        &w,
+        &json!({"Path": "/bin/sh", "Args": ["-c", script], "Env": ["X=w$(WID)", "PATH=/usr/bin:/bin"],
+                "NumProcesses": 2, "MaxAge": 1, "GracefulTimeout": 2}),
+    );
+    let first = procs(&srv.peek(&w), &mut pids);
+    until("both wrote", Duration::from_secs(10), || {
+        (1..=2).all(|i| std::fs::read_to_string(dir.0.join(format!("out-{i}"))).is_ok_and(|s| s.ends_with('\n')))
+    });
+    for i in 1..=2 {
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join(format!("out-{i}"))).unwrap(),
+            format!("{i} w{i}\n")
+        );
+    }
+    // MaxAge 1 s: each process is replaced, the old one stopped.
+    let v = srv.peek_until(&w, "recycled", |v| {
+        count(v) == 2
+            && v["Processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| !first.iter().any(|f| Some(f.1) == p["Pid"].as_u64()))
+    });
+    procs(&v, &mut pids);
+    until("old ones gone", Duration::from_secs(10), || all_gone(&first));
+    assert!(srv.log().contains("MaxAge reached"));
+    ok(srv.cli("scrub", &[&w]));
+}
+
+#[test]
+fn errors() {
+    let srv = TestServer::start(&[]);
+    let w = format!("{}/w", srv.id);
+    let e = fails(srv.cli_in("mkwatch", &[&w], br#"{"Path": "/nonexistent/program"}"#));
+    assert!(e.contains("exec error: /nonexistent/program"), "{e}");
+    assert_eq!(ok(srv.cli("peek", &[&w])), "null\n", "nothing is kept");
+    let e = fails(srv.cli_in("mkwatch", &[&w], br#"{"Path": "/bin/true", "Sockets": []}"#));
+    assert!(e.contains("\"Sockets\" of the watch spec is not supported yet"), "{e}");
+    let e = fails(srv.cli_in("mkwatch", &[&w], br#"{"Path": "/bin/true", "Bogus": 1}"#));
+    assert!(e.contains("unknown field \"Bogus\""), "{e}");
+    let e = fails(srv.cli_in("mkwatch", &[&w], br#"{"Path": "/bin/true", "StopSignal": "NOPE"}"#));
+    assert!(e.contains("signal \"NOPE\" not recognized"), "{e}");
+    let e = fails(srv.cli_in("mkwatch", &[&srv.id], br#"{"Path": "/bin/true"}"#));
+    assert!(e.contains("is a server"), "{e}");
+
+    ok(srv.cli_in("mkchan", &[&w, "0"], b""));
+    let e = fails(srv.cli_in("mkwatch", &[&w], br#"{"Path": "/bin/sleep", "Args": ["60"]}"#));
+    assert!(e.contains("already holds a chan"), "{e}");
+    let e = fails(srv.cli("numprocs", &[&w]));
+    assert!(e.contains("holds a chan, not a watch"), "{e}");
+    let e = fails(srv.cli("watch", &["stop", &format!("{}/none", srv.id)]));
+    assert!(e.contains("no watch at"), "{e}");
+    ok(srv.cli("scrub", &[&w]));
+
+    // With no process, signal says so.
+    ok(srv.cli_in(
+        "mkwatch",
+        &[&w],
+        br#"{"Path": "/bin/sleep", "Args": ["60"], "NumProcesses": 0}"#,
+    ));
+    let e = fails(srv.cli("signal", &["HUP", &w]));
+    assert!(e.contains("no running process to signal"), "{e}");
+    ok(srv.cli("scrub", &[&w]));
+}
+
+#[test]
+fn events_of_a_watcher() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let srv = TestServer::start(&[]);
+    let w = format!("{}/ev", srv.id);
+    let mut events = Command::new(common::bin())
+        .args(["events", "-d", &srv.url, &w])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    /// Kills the `events` command it holds (our own child, by pid) on drop.
+    struct Reader(std::process::Child);
+    impl Drop for Reader {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let out = events.stdout.take().unwrap();
+    let _guard = Reader(events);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The stream is open once a first event of the subtree arrives; make
+    // sure it is listening before the watcher starts.
+    let mut seen: Vec<Value> = Vec::new();
+    let end = Instant::now() + Duration::from_secs(15);
+    let mut made = false;
+    let wanted = ["created", "spawned", "exited", "respawned", "flapping"];
+    while !wanted.iter().all(|e| seen.iter().any(|v| v["Event"] == *e)) {
+        assert!(Instant::now() < end, "events seen: {seen:?}");
+        if !made {
+            std::thread::sleep(Duration::from_millis(300));
+            srv.mkwatch(
+                &w,
+                &json!({"Path": "/bin/false",
+                        "Flapping": {"Attempts": 2, "Window": 5, "RetryIn": 30, "MaxRetry": 1}}),
+            );
+            made = true;
+        }
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            let v = json(&line);
+            assert_eq!(v["Path"], w, "{v}");
+            seen.push(v);
+        }
+    }
+    assert_eq!(
+        seen[0]["Event"], "created",
+        "the element first, then its processes: {seen:?}"
+    );
+    assert_eq!(seen[0]["Kind"], "watch");
+    let flap = seen.iter().find(|v| v["Event"] == "flapping").unwrap();
+    assert_eq!(
+        (flap["State"].as_str(), flap["Retries"].as_u64()),
+        (Some("paused"), Some(1)),
+        "{flap}"
+    );
+    let exit = seen.iter().find(|v| v["Event"] == "exited").unwrap();
+    assert_eq!(exit["Code"], 1, "{exit}");
+    ok(srv.cli("scrub", &[&w]));
+}
+
+#[test]
+fn server_stop_stops_the_watchers() {
+    let mut srv = TestServer::start(&[]);
+    let mut pids = Pids::default();
+    let w = format!("{}/w", srv.id);
+    srv.mkwatch(&w, &json!({"Path": "/bin/sleep", "Args": ["60"], "NumProcesses": 2}));
+    let list = procs(&srv.peek(&w), &mut pids);
+    assert!(all_alive(&list));
+    ok(srv.cli("stop", &[&srv.id]));
+    assert!(srv.wait_exit(Duration::from_secs(10)).is_some(), "server did not stop");
+    until("the watcher's processes stopped", Duration::from_secs(10), || {
+        all_gone(&list)
+    });
+}
+
+#[tokio::test]
+async fn the_library_handle() {
+    use circuit_client::{Client, ErrorKind, WatchAction, WatchSpec, WatchState};
+    let srv = TestServer::start(&[]);
+    let mut pids = Pids::default();
+    let client = Client::dial(&srv.url, None).await.unwrap();
+    let anchor = client.walk(&format!("{}/lib", srv.id)).unwrap();
+    let mut spec = WatchSpec::new("/bin/sleep", ["60"]);
+    spec.num_processes = 2;
+    spec.graceful_timeout = 5.0;
+    let w = anchor.make_watch(spec.clone()).await.unwrap();
+    let st = w.peek().await.unwrap();
+    assert_eq!((st.state, st.retries, st.spec.clone()), (WatchState::Active, 0, spec));
+    pids.0.extend(st.processes.iter().map(|p| p.pid as u64));
+    assert_eq!(st.processes.iter().map(|p| p.wid).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(w.incr(2).await.unwrap(), 4);
+    assert_eq!(w.decr(1).await.unwrap(), 3);
+    assert_eq!(w.set_numprocs(2).await.unwrap(), 2);
+    assert_eq!(w.numprocs().await.unwrap(), 2);
+    w.control(WatchAction::Reload).await.unwrap();
+    let after = w.peek().await.unwrap();
+    pids.0.extend(after.processes.iter().map(|p| p.pid as u64));
+    assert!(
+        after
+            .processes
+            .iter()
+            .all(|p| !st.processes.iter().any(|q| q.pid == p.pid))
+    );
+    w.signal("CONT").await.unwrap();
+    w.stop().await.unwrap();
+    assert_eq!(w.peek().await.unwrap().state, WatchState::Stopped);
+    let e = w.signal("HUP").await.unwrap_err();
+    assert!(
+        matches!(&e, circuit_client::Error::Remote(r) if r.kind == ErrorKind::Closed),
+        "{e}"
+    );
+    w.start().await.unwrap();
+    assert_eq!(w.peek().await.unwrap().processes.len(), 2);
+    w.scrub().await.unwrap();
+    let e = w.peek().await.unwrap_err();
+    assert!(
+        matches!(&e, circuit_client::Error::Remote(r) if r.kind == ErrorKind::NotFound),
+        "{e}"
+    );
+    // A handle on something else says so.
+    anchor.make_chan(0).await.unwrap();
+    let e = anchor.watch().numprocs().await.unwrap_err();
+    assert!(
+        matches!(&e, circuit_client::Error::Remote(r) if r.kind == ErrorKind::WrongKind),
+        "{e}"
+    );
+    let e = anchor.watch().peek().await.unwrap_err();
+    assert!(
+        matches!(&e, circuit_client::Error::Remote(r) if r.kind == ErrorKind::WrongKind),
+        "{e}"
+    );
+    let last: Vec<u64> = pids.0.iter().copied().collect();
+    let end = Instant::now() + Duration::from_secs(15);
+    while last.iter().any(|p| alive(*p)) {
+        assert!(Instant::now() < end, "processes left behind");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
