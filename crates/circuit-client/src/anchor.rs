@@ -144,6 +144,19 @@ impl Server {
         Ok(())
     }
 
+    /// Makes the server read its config file (`circuit start --config FILE`)
+    /// again and apply the difference; answers what it did, as JSON:
+    /// `{"Created": [...], "Changed": [...], "Removed": [...], "Unchanged": [...], "Failed": [...]}`.
+    pub async fn reload_config(&self) -> Result<String, Error> {
+        let req = Request::ReloadConfig {
+            path: self.0.path.clone(),
+        };
+        match self.0.client.call(&req).await? {
+            Reply::Json(text) => Ok(text),
+            r => Err(Error::Protocol(format!("{r:?}"))),
+        }
+    }
+
     /// Stops the server cleanly.
     pub async fn stop(&self) -> Result<(), Error> {
         self.0

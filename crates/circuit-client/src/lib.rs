@@ -32,7 +32,9 @@ pub use circuit_proto::{
     CircuitUrl, ClusterStats, Entry, ErrorKind, Event, EventKind, Key, Path, ProcExit, ProcPhase, ProcSpec, ProcStat,
     ProcessStats, ServerId, ServerStats, SubscriptionSource, SubscriptionStat, WireError,
 };
+pub use circuit_proto::{FileOutput, HooksSpec, OutputSpec};
 pub use circuit_proto::{FlappingSpec, ScaleOp, WatchAction, WatchProcStat, WatchSpec, WatchStat, WatchState};
+pub use circuit_proto::{SocketSpec, SocketStat};
 pub use client::Client;
 pub use discover::discover_url;
 pub use error::Error;

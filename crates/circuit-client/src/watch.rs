@@ -30,7 +30,7 @@ impl Anchor {
     pub async fn make_watch(&self, spec: WatchSpec) -> Result<Watch, Error> {
         let req = Request::MakeWatch {
             path: self.path().clone(),
-            spec,
+            spec: Box::new(spec),
         };
         match self.client().call(&req).await? {
             Reply::Done => Ok(self.watch()),

@@ -24,7 +24,9 @@ pub use secure::Key;
 pub use stats::{ClusterStats, ProcessStats, ServerStats};
 pub use subscription::{SubscriptionSource, SubscriptionStat};
 pub use url::CircuitUrl;
+pub use watch::{FileOutput, HooksSpec, OutputSpec};
 pub use watch::{FlappingSpec, ScaleOp, WatchAction, WatchProcStat, WatchSpec, WatchStat, WatchState};
+pub use watch::{SocketSpec, SocketStat};
 
 /// This build's version, reported by `peek` of a server.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

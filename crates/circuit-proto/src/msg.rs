@@ -100,7 +100,7 @@ pub enum Request {
     /// Make a watcher at `path` that keeps `spec.num_processes` copies of a
     /// command running (answered once the first copies have started, or one
     /// could not be).
-    MakeWatch { path: Path, spec: WatchSpec },
+    MakeWatch { path: Path, spec: Box<WatchSpec> },
     /// Start, stop, restart or reload the watcher at `path`.
     WatchCtl { path: Path, action: WatchAction },
     /// Read or change the process count of the watcher at `path`; the
@@ -117,6 +117,11 @@ pub enum Request {
     /// elements at `path` and below, answered as JSON
     /// ([`crate::ClusterStats`]); at `/`, of every member.
     Stats { path: Path },
+    /// Read the config file of the server at `path` (`/X…`) again and
+    /// apply the difference to the elements made from it; the answer is
+    /// JSON: `{"Created": [...], "Changed": [...], "Removed": [...],
+    /// "Unchanged": [...], "Failed": [{"Path": ..., "Error": ...}]}`.
+    ReloadConfig { path: Path },
 }
 
 /// A [`Request::SendMany`] server reports at least this often, in placed
@@ -153,6 +158,7 @@ impl Request {
             Request::MakeSubscription { path, .. } => path,
             Request::MakeWatch { path, .. } | Request::WatchCtl { path, .. } | Request::Scale { path, .. } => path,
             Request::Events { path } | Request::Stats { path } => path,
+            Request::ReloadConfig { path } => path,
         }
     }
 
@@ -183,6 +189,7 @@ impl Request {
             Request::Scale { .. } => "numprocs",
             Request::Events { .. } => "events",
             Request::Stats { .. } => "stats",
+            Request::ReloadConfig { .. } => "reloadconfig",
         }
     }
 }

@@ -43,7 +43,8 @@ pub struct WatchSpec {
     pub path: String,
     /// Arguments after `argv[0]`.
     pub args: Vec<String>,
-    /// `NAME=VALUE` entries; empty means the server's own environment.
+    /// `NAME=VALUE` entries, added to the server's environment (or, with
+    /// `inherit_env` false, the whole environment).
     pub env: Vec<String>,
     /// Working directory; empty means the server's.
     pub dir: String,
@@ -61,6 +62,78 @@ pub struct WatchSpec {
     pub max_age: f64,
     /// Flapping detection.
     pub flapping: FlappingSpec,
+    /// Listening sockets the server binds once, for every process of the
+    /// watcher to inherit.
+    #[serde(default)]
+    pub sockets: Vec<SocketSpec>,
+    /// Where the processes' stdout goes.
+    #[serde(default)]
+    pub stdout: OutputSpec,
+    /// Where the processes' stderr goes.
+    #[serde(default)]
+    pub stderr: OutputSpec,
+    /// Run the processes as this user (a name or a number); empty: the server's.
+    #[serde(default)]
+    pub uid: String,
+    /// Run the processes with this group (a name or a number); empty: the server's.
+    #[serde(default)]
+    pub gid: String,
+    /// Resource limits set in each process (soft and hard), by name without
+    /// `RLIMIT_`: `NOFILE`, `NPROC`, `CORE`, …
+    #[serde(default)]
+    pub rlimits: std::collections::BTreeMap<String, u64>,
+    /// Start from the server's environment (then add `env`); false: only `env`.
+    #[serde(default = "yes")]
+    pub inherit_env: bool,
+    /// Commands the server runs around starts and stops.
+    #[serde(default)]
+    pub hooks: HooksSpec,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a stream of the watcher's processes goes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum OutputSpec {
+    /// Nowhere (`/dev/null`).
+    #[default]
+    Discard,
+    /// A file (`$(WID)` allowed in its path), rotated by size.
+    File(FileOutput),
+    /// The last so many bytes of each process, in memory, for `circuit stdout`.
+    Ring(u64),
+}
+
+/// A log file with size rotation: when a write would take `path` past
+/// `max_bytes`, `path` becomes `path.1`, `path.1` becomes `path.2`, … up to
+/// `path.BACKUPS`, and the oldest is dropped. `max_bytes` 0: never rotated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FileOutput {
+    /// The file; `$(WID)` becomes the slot number.
+    pub path: String,
+    /// Size at which the file is rotated; 0 means never.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub backups: u32,
+}
+
+/// Commands (argv) the server runs around a watcher's processes; empty: none.
+/// Each runs with `CIRCUIT_WATCH` (the watcher's path) and `CIRCUIT_WID`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HooksSpec {
+    /// Before a process starts; failing (non-zero exit) aborts that start.
+    pub before_start: Vec<String>,
+    /// After a process has started.
+    pub after_start: Vec<String>,
+    /// Before a process is sent its stop signal.
+    pub before_stop: Vec<String>,
+    /// After a process the watcher stopped has ended.
+    pub after_stop: Vec<String>,
 }
 
 impl Default for WatchSpec {
@@ -77,6 +150,14 @@ impl Default for WatchSpec {
             stop_signal: "TERM".into(),
             max_age: 0.0,
             flapping: FlappingSpec::default(),
+            sockets: Vec::new(),
+            stdout: OutputSpec::Discard,
+            stderr: OutputSpec::Discard,
+            uid: String::new(),
+            gid: String::new(),
+            rlimits: Default::default(),
+            inherit_env: true,
+            hooks: HooksSpec::default(),
         }
     }
 }
@@ -95,6 +176,53 @@ impl WatchSpec {
             ..WatchSpec::default()
         }
     }
+}
+
+/// A listening socket of a watcher (Circus's sockets): bound by the server
+/// when the watcher is made, kept open for its life, and inherited by each
+/// of its processes, which find its descriptor number in
+/// `$(socket.NAME.fd)`. TCP on `host:port`, or a unix stream socket at
+/// `path` when that is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SocketSpec {
+    /// The name in `$(socket.NAME.fd)`: letters, digits, `_` and `-`.
+    pub name: String,
+    /// TCP: the address or host name to bind (default 127.0.0.1).
+    pub host: String,
+    /// TCP: the port; 0 picks a free one (`peek` shows which).
+    pub port: u16,
+    /// Unix: the socket file's path; when set, `host` and `port` are unused.
+    pub path: String,
+    /// Connections queued while no process accepts (default 128).
+    pub backlog: u32,
+    /// Sets SO_REUSEPORT, so that other sockets may bind the same port.
+    pub reuseport: bool,
+}
+
+impl Default for SocketSpec {
+    fn default() -> Self {
+        SocketSpec {
+            name: String::new(),
+            host: "127.0.0.1".into(),
+            port: 0,
+            path: String::new(),
+            backlog: 128,
+            reuseport: false,
+        }
+    }
+}
+
+/// A bound socket of a watcher, as `peek` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SocketStat {
+    /// Its name.
+    pub name: String,
+    /// What it is bound to: `IP:PORT` (the actual port), or the unix path.
+    pub address: String,
+    /// The descriptor number its processes get (`$(socket.NAME.fd)`).
+    pub fd: i32,
 }
 
 /// `watch start|stop|restart|reload`.
@@ -196,6 +324,9 @@ pub struct WatchStat {
     pub retries: u32,
     /// Its running processes (not those being stopped), by slot.
     pub processes: Vec<WatchProcStat>,
+    /// Its sockets, with their actual addresses.
+    #[serde(default)]
+    pub sockets: Vec<SocketStat>,
 }
 
 #[cfg(test)]
@@ -216,6 +347,11 @@ mod tests {
                 cpu_percent: 0.5,
                 rss_bytes: 4096,
             }],
+            sockets: vec![SocketStat {
+                name: "web".into(),
+                address: "127.0.0.1:8080".into(),
+                fd: 7,
+            }],
         };
         let json = serde_json::to_string(&stat).unwrap();
         assert!(
@@ -224,6 +360,10 @@ mod tests {
         );
         assert!(json.contains(r#""State":"flapping","Retries":1,"Processes":[{"Wid":1,"Pid":42,"StartedAt""#));
         assert!(json.contains(r#""Flapping":{"Attempts":2,"Window":1.0,"RetryIn":7.0,"MaxRetry":5}"#));
+        assert!(
+            json.contains(r#""Sockets":[{"Name":"web","Address":"127.0.0.1:8080","Fd":7}]"#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<WatchStat>(&json).unwrap(), stat);
         let wire = postcard::to_stdvec(&stat).unwrap();
         assert_eq!(postcard::from_bytes::<WatchStat>(&wire).unwrap(), stat);

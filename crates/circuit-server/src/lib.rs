@@ -1,6 +1,7 @@
 //! The circuit daemon. `Server::bind` claims the address and the server id;
 //! `Server::run` serves until a `stop` request or a signal.
 
+pub mod config;
 pub mod elements;
 pub mod events;
 pub mod membership;
@@ -34,6 +35,8 @@ pub struct Config {
     pub var_dir: Option<PathBuf>,
     /// A server of the cluster to join at start.
     pub join: Option<CircuitUrl>,
+    /// Elements to make at boot and on `reloadconfig` (see [`config`]).
+    pub config_file: Option<config::ConfigFile>,
 }
 
 /// What every session and element task shares.

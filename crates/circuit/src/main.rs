@@ -118,19 +118,25 @@ enum Cmd {
         /// Anchor path of a process
         path: String,
     },
-    /// Copy the stdout of the process at PATH to this tool's stdout, until it ends
+    /// Copy the stdout of the process at PATH to this tool's stdout, until it ends; on a watch, print the kept stdout of its processes, each line prefixed by "[WID] "
     Stdout {
         #[command(flatten)]
         dial: DialArgs,
-        /// Anchor path of a process
+        /// Anchor path of a process or a watch
         path: String,
+        /// On a watch: only the process in this slot, without prefixes
+        #[arg(long)]
+        wid: Option<u32>,
     },
-    /// Copy the stderr of the process at PATH to this tool's stdout, until it ends
+    /// Copy the stderr of the process at PATH to this tool's stdout, until it ends; on a watch, as stdout
     Stderr {
         #[command(flatten)]
         dial: DialArgs,
-        /// Anchor path of a process
+        /// Anchor path of a process or a watch
         path: String,
+        /// On a watch: only the process in this slot, without prefixes
+        #[arg(long)]
+        wid: Option<u32>,
     },
     /// Wait until the process at PATH exits; print its status as JSON
     Wait {
@@ -215,6 +221,21 @@ enum Cmd {
         /// Watch path
         path: String,
     },
+    /// Make the server at SERVER-PATH read its --config file again and apply the changes; prints what it did as JSON
+    Reloadconfig {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Server path, /X…
+        path: String,
+    },
+    /// A live view of every server and process of the cluster, refreshed every second; q quits
+    Top {
+        #[command(flatten)]
+        dial: DialArgs,
+        /// Seconds between refreshes
+        #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Stream the events of the cluster (or of PATH and below) as JSON lines, until interrupted
     Events {
         #[command(flatten)]
@@ -286,11 +307,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Stdin { dial, path } => {
             client_rt()?.block_on(async { cmd::proc::stdin(&dial.connect().await?, &path).await })
         }
-        Cmd::Stdout { dial, path } => {
-            client_rt()?.block_on(async { cmd::proc::output(&dial.connect().await?, &path, false).await })
+        Cmd::Stdout { dial, path, wid } => {
+            client_rt()?.block_on(async { cmd::proc::output(&dial.connect().await?, &path, false, wid).await })
         }
-        Cmd::Stderr { dial, path } => {
-            client_rt()?.block_on(async { cmd::proc::output(&dial.connect().await?, &path, true).await })
+        Cmd::Stderr { dial, path, wid } => {
+            client_rt()?.block_on(async { cmd::proc::output(&dial.connect().await?, &path, true, wid).await })
         }
         Cmd::Wait { dial, path } => {
             client_rt()?.block_on(async { cmd::proc::wait(&dial.connect().await?, &path).await })
@@ -330,6 +351,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Watch { dial, action, path } => {
             client_rt()?.block_on(async { cmd::watch::control(&dial.connect().await?, &action, &path).await })
+        }
+        Cmd::Reloadconfig { dial, path } => {
+            client_rt()?.block_on(async { cmd::config::reload(&dial.connect().await?, &path).await })
+        }
+        Cmd::Top { dial, interval } => {
+            client_rt()?.block_on(async { cmd::top::top(&dial.connect().await?, interval).await })
         }
         Cmd::Events { dial, path } => {
             client_rt()?.block_on(async { cmd::observe::events(&dial.connect().await?, path.as_deref()).await })

@@ -453,8 +453,12 @@ fn errors() {
     let e = fails(srv.cli_in("mkwatch", &[&w], br#"{"Path": "/nonexistent/program"}"#));
     assert!(e.contains("exec error: /nonexistent/program"), "{e}");
     assert_eq!(ok(srv.cli("peek", &[&w])), "null\n", "nothing is kept");
-    let e = fails(srv.cli_in("mkwatch", &[&w], br#"{"Path": "/bin/true", "Sockets": []}"#));
-    assert!(e.contains("\"Sockets\" of the watch spec is not supported yet"), "{e}");
+    let e = fails(srv.cli_in(
+        "mkwatch",
+        &[&w],
+        br#"{"Path": "/bin/true", "Sockets": [{"Name": "web"}]}"#,
+    ));
+    assert!(e.contains("socket \"web\" of the watch spec has no \"Port\""), "{e}");
     let e = fails(srv.cli_in("mkwatch", &[&w], br#"{"Path": "/bin/true", "Bogus": 1}"#));
     assert!(e.contains("unknown field \"Bogus\""), "{e}");
     let e = fails(srv.cli_in("mkwatch", &[&w], br#"{"Path": "/bin/true", "StopSignal": "NOPE"}"#));
@@ -630,4 +634,359 @@ async fn the_library_handle() {
         assert!(Instant::now() < end, "processes left behind");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The test server program of the socket tests (`src/bin/circuit-testserve.rs`).
+const TESTSERVE: &str = env!("CARGO_BIN_EXE_circuit-testserve");
+
+/// One request on `stream`; the `pid=` of the answer.
+fn sockets_ask(mut stream: impl std::io::Read + std::io::Write) -> std::io::Result<u64> {
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    answer
+        .split_once("pid=")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no pid in the answer {answer:?}")))
+}
+
+/// One request to `addr` over TCP, bounded.
+fn sockets_ask_tcp(addr: std::net::SocketAddr) -> std::io::Result<u64> {
+    let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    sockets_ask(stream)
+}
+
+/// The pids of a peek's processes, as a set.
+fn sockets_pids(v: &Value, pids: &mut Pids) -> BTreeSet<u64> {
+    procs(v, pids).into_iter().map(|(_, p)| p).collect()
+}
+
+#[test]
+fn sockets_shared_port_and_no_refused_connection() {
+    let srv = TestServer::start(&[]);
+    let mut pids = Pids::default();
+    let web = format!("{}/web", srv.id);
+    srv.mkwatch(
+        &web,
+        &json!({"Path": TESTSERVE, "Args": ["$(socket.web.fd)", "$(WID)"], "NumProcesses": 2,
+                "GracefulTimeout": 10, "Sockets": [{"Name": "web", "Host": "127.0.0.1", "Port": 0}]}),
+    );
+    let v = srv.peek_until(&web, "running 2 processes", |v| count(v) == 2);
+    assert_eq!(v["Spec"]["Sockets"][0]["Name"], "web");
+    assert_eq!(v["Spec"]["Sockets"][0]["Backlog"], 128);
+    let socks = v["Sockets"].as_array().unwrap_or_else(|| panic!("no Sockets: {v}"));
+    assert_eq!(socks.len(), 1, "{v}");
+    assert_eq!(socks[0]["Name"], "web");
+    let fd = socks[0]["Fd"].as_i64().unwrap_or_else(|| panic!("no Fd: {v}"));
+    assert!(fd > 2, "{v}");
+    let addr: std::net::SocketAddr = socks[0]["Address"].as_str().unwrap().parse().unwrap();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0, "peek shows the port picked: {v}");
+    let first = sockets_pids(&v, &mut pids);
+    // Each process sees the socket under the number peek shows, in argv.
+    for pid in &first {
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let argv: Vec<&[u8]> = argv.split(|b| *b == 0).collect();
+        assert_eq!(argv[1], fd.to_string().as_bytes());
+        assert!(std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).is_ok());
+    }
+
+    // Both processes answer on the one port.
+    let mut answered = BTreeSet::new();
+    for _ in 0..200 {
+        answered.insert(sockets_ask_tcp(addr).expect("an answer"));
+        if answered.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(answered, first, "answers from both processes");
+
+    // A client keeps connecting while the watcher reloads, then restarts.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let client = std::thread::spawn(move || {
+        let (mut refused, mut failed, mut from) = (0, Vec::new(), BTreeSet::new());
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut n = 0;
+        while n < 300 || !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            if Instant::now() > end || n >= 3000 {
+                break;
+            }
+            n += 1;
+            match sockets_ask_tcp(addr) {
+                Ok(pid) => {
+                    from.insert(pid);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+                Err(e) => failed.push(e.to_string()),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (n, refused, failed, from)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    ok(srv.cli("watch", &["reload", &web]));
+    let v = srv.peek_until(&web, "running 2 new processes", |v| {
+        count(v) == 2
+            && v["Processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| !first.contains(&p["Pid"].as_u64().unwrap()))
+    });
+    let second = sockets_pids(&v, &mut pids);
+    until("the old processes gone", Duration::from_secs(15), || {
+        first.iter().all(|p| !alive(*p))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    ok(srv.cli("watch", &["restart", &web]));
+    let v = srv.peek_until(&web, "running 2 newer processes", |v| {
+        count(v) == 2
+            && v["Processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| !second.contains(&p["Pid"].as_u64().unwrap()))
+    });
+    let third = sockets_pids(&v, &mut pids);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (n, refused, failed, from) = client.join().unwrap();
+    assert!(n >= 300, "{n} connections");
+    assert_eq!(refused, 0, "connections refused out of {n}");
+    assert!(
+        failed.is_empty(),
+        "{} of {n} connections failed: {failed:?}",
+        failed.len()
+    );
+    // Answers came from the processes of each generation.
+    for (name, generation) in [("first", &first), ("reloaded", &second), ("restarted", &third)] {
+        assert!(
+            generation.iter().any(|p| from.contains(p)),
+            "no answer from the {name} processes {generation:?}; answers from {from:?}"
+        );
+    }
+    assert!(
+        from.iter().all(|p| pids.0.contains(p)),
+        "answers only from the watcher's processes"
+    );
+
+    // Scrub closes the port.
+    ok(srv.cli("scrub", &[&web]));
+    until(
+        "the port closed",
+        Duration::from_secs(15),
+        || matches!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+    );
+    until("every process gone", Duration::from_secs(15), || {
+        pids.0.iter().all(|p| !alive(*p))
+    });
+    no_zombies(&srv);
+}
+
+#[test]
+fn sockets_unix_path_and_errors() {
+    let srv = TestServer::start(&[]);
+    let mut pids = Pids::default();
+    let dir = TempDir::new("watch-sockets");
+    let path = dir.0.join("web.sock");
+    let web = format!("{}/unix", srv.id);
+    srv.mkwatch(
+        &web,
+        &json!({"Path": TESTSERVE, "Args": ["$(socket.api.fd)", "$(WID)"], "GracefulTimeout": 10,
+                "Env": ["LISTEN_FD=$(socket.api.fd)"],
+                "Sockets": [{"Name": "api", "Path": path.to_str().unwrap(), "Backlog": 16}]}),
+    );
+    let v = srv.peek_until(&web, "running", |v| count(v) == 1);
+    let pid = procs(&v, &mut pids)[0].1;
+    assert_eq!(v["Sockets"][0]["Address"], path.to_str().unwrap());
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let want = format!("LISTEN_FD={}", v["Sockets"][0]["Fd"]);
+    assert!(
+        environ.split(|b| *b == 0).any(|e| e == want.as_bytes()),
+        "{want} not in the environment"
+    );
+    assert!(path.exists());
+    let stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(sockets_ask(stream).unwrap(), pid);
+
+    // The same path again: in use, so mkwatch fails and leaves the file.
+    let again = format!("{}/again", srv.id);
+    let e = fails(srv.cli_in(
+        "mkwatch",
+        &[&again],
+        json!({"Path": TESTSERVE, "Args": ["$(socket.api.fd)", "1"], "Sockets": [{"Name": "api", "Path": path.to_str().unwrap()}]})
+            .to_string()
+            .as_bytes(),
+    ));
+    assert!(
+        e.contains(&format!("socket \"api\" cannot bind unix socket {}: ", path.display())),
+        "{e}"
+    );
+    assert!(path.exists());
+
+    // A TCP port taken by someone else: a clear error, and nothing kept.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let e = fails(
+        srv.cli_in(
+            "mkwatch",
+            &[&again],
+            json!({"Path": TESTSERVE, "Args": ["$(socket.web.fd)", "1"], "Sockets": [{"Name": "web", "Port": port}]})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert!(
+        e.contains(&format!("socket \"web\" cannot bind 127.0.0.1:{port}: ")),
+        "{e}"
+    );
+    assert!(e.contains("in use"), "{e}");
+    // A reference to a socket the watcher does not have.
+    let e = fails(
+        srv.cli_in(
+            "mkwatch",
+            &[&again],
+            json!({"Path": TESTSERVE, "Args": ["$(socket.nope.fd)", "1"], "Sockets": [{"Name": "web", "Port": 0}]})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert!(e.contains("no socket named \"nope\" (its sockets: web)"), "{e}");
+    assert_eq!(
+        ok(srv.cli("ls", &["-l", &format!("{}/...", srv.id)])),
+        format!("watch           {web}\n")
+    );
+
+    // Scrub closes the socket and removes its file.
+    ok(srv.cli("scrub", &[&web]));
+    until("the socket file removed", Duration::from_secs(15), || !path.exists());
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
+    until("the process gone", Duration::from_secs(15), || !alive(pid));
+}
+
+#[test]
+fn sockets_handed_over_from_a_scrubbed_watcher() {
+    let srv = TestServer::start(&[]);
+    let mut pids = Pids::default();
+    let old = format!("{}/old", srv.id);
+    // SIGWINCH is ignored by the test server: the old processes outlive the
+    // scrub (until their GracefulTimeout), and so does the socket they hold.
+    srv.mkwatch(
+        &old,
+        &json!({"Path": TESTSERVE, "Args": ["$(socket.web.fd)", "$(WID)"], "StopSignal": "WINCH",
+                "GracefulTimeout": 20, "Sockets": [{"Name": "web", "Port": 0}]}),
+    );
+    let v = srv.peek_until(&old, "running", |v| count(v) == 1);
+    let first = sockets_pids(&v, &mut pids);
+    let addr: std::net::SocketAddr = v["Sockets"][0]["Address"].as_str().unwrap().parse().unwrap();
+    ok(srv.cli("scrub", &[&old]));
+    // A new watcher on the same port takes the socket over instead of failing to bind.
+    let new = format!("{}/new", srv.id);
+    srv.mkwatch(
+        &new,
+        &json!({"Path": TESTSERVE, "Args": ["$(socket.web.fd)", "$(WID)"], "GracefulTimeout": 10,
+                "Sockets": [{"Name": "web", "Port": addr.port()}]}),
+    );
+    let v = srv.peek_until(&new, "running", |v| count(v) == 1);
+    assert_eq!(v["Sockets"][0]["Address"], addr.to_string());
+    let second = sockets_pids(&v, &mut pids);
+    assert!(first.iter().all(|p| alive(*p)), "the old process still runs");
+    let mut from = BTreeSet::new();
+    for _ in 0..200 {
+        from.insert(sockets_ask_tcp(addr).expect("an answer"));
+        if second.iter().all(|p| from.contains(p)) {
+            break;
+        }
+    }
+    assert!(
+        second.iter().all(|p| from.contains(p)),
+        "the new process answers: {from:?}"
+    );
+    // A third watcher cannot have a port that a live watcher holds.
+    let e = fails(srv.cli_in(
+        "mkwatch",
+        &[&format!("{}/third", srv.id)],
+        json!({"Path": TESTSERVE, "Args": ["$(socket.web.fd)", "1"], "Sockets": [{"Name": "web", "Port": addr.port()}]})
+            .to_string()
+            .as_bytes(),
+    ));
+    assert!(e.contains(&format!("socket \"web\" cannot bind {addr}: ")), "{e}");
+    ok(srv.cli("scrub", &[&new]));
+    until("the new process gone", Duration::from_secs(15), || {
+        second.iter().all(|p| !alive(*p))
+    });
+    // The old process (ignoring its stop signal) is killed after its timeout;
+    // `pids` kills it at once should this test end first.
+}
+
+#[test]
+fn sockets_survive_reloadconfig_without_refusing() {
+    let dir = TempDir::new("watch-sockets-config");
+    let file = dir.0.join("cluster.toml");
+    // A fixed port, as a config file has: a free one, found by binding port 0.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = |n: u32| {
+        format!(
+            "[watch.web]\nPath = {TESTSERVE:?}\nArgs = [\"$(socket.web.fd)\", \"$(WID)\"]\nNumProcesses = {n}\n\
+             GracefulTimeout = 10\nSockets = [{{ Name = \"web\", Port = {port} }}]\n"
+        )
+    };
+    std::fs::write(&file, config(1)).unwrap();
+    let srv = TestServer::start(&["--config", file.to_str().unwrap()]);
+    let mut pids = Pids::default();
+    let web = format!("{}/web", srv.id);
+    let v = srv.peek_until(&web, "running", |v| count(v) == 1);
+    let first = sockets_pids(&v, &mut pids);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(v["Sockets"][0]["Address"], addr.to_string());
+    assert_eq!(sockets_ask_tcp(addr).unwrap(), *first.iter().next().unwrap());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let client = std::thread::spawn(move || {
+        let (mut n, mut refused, mut failed) = (0, 0, Vec::new());
+        let end = Instant::now() + Duration::from_secs(30);
+        while (n < 100 || !flag.load(std::sync::atomic::Ordering::SeqCst)) && Instant::now() < end && n < 3000 {
+            n += 1;
+            match sockets_ask_tcp(addr) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+                Err(e) => failed.push(e.to_string()),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (n, refused, failed)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // The spec changes: the watcher is scrubbed and made again, and the new
+    // one takes the socket over from the old one.
+    std::fs::write(&file, config(2)).unwrap();
+    let summary = json(&ok(srv.cli("reloadconfig", &[&srv.id])));
+    assert_eq!(summary["Changed"], json!([web]), "{summary}");
+    let v = srv.peek_until(&web, "running 2 new processes", |v| count(v) == 2);
+    let second = sockets_pids(&v, &mut pids);
+    assert!(first.is_disjoint(&second));
+    assert_eq!(v["Sockets"][0]["Address"], addr.to_string());
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (n, refused, failed) = client.join().unwrap();
+    assert_eq!(refused, 0, "connections refused out of {n}");
+    assert!(
+        failed.is_empty(),
+        "{} of {n} connections failed: {failed:?}",
+        failed.len()
+    );
+    ok(srv.cli("scrub", &[&web]));
+    until("every process gone", Duration::from_secs(15), || {
+        pids.0.iter().all(|p| !alive(*p))
+    });
 }

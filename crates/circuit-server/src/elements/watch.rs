@@ -8,14 +8,23 @@
 //!   processes through the server's [`Reaper`](super::proc::Reaper) (no second
 //!   SIGCHLD handler), sleeps until the policy's next deadline, and answers
 //!   the element's requests by message.
-//! - **Processes** are spawned in their own process group, with stdin, stdout
-//!   and stderr on `/dev/null`; `$(WID)` in Args and Env becomes the slot
-//!   number. The stop signal and SIGKILL go to the whole process group, so a
+//! - **Processes** are spawned in their own process group, with stdin on
+//!   `/dev/null` and stdout and stderr where the spec says ([`output`]), as
+//!   Uid/Gid with Rlimits ([`identity`]), with the server's environment plus
+//!   Env (only Env when InheritEnv is false); `$(WID)` in Args and Env
+//!   becomes the slot number. [`hooks`] run around starts and stops. The stop signal and SIGKILL go to the whole process group, so a
 //!   shell's children go too; `signal` goes to each process alone.
+//! - **Sockets** (the [`sockets`] module) are bound once when the watcher is
+//!   made and inherited by every process; `$(socket.NAME.fd)` in Args and
+//!   Env becomes their descriptor number. They close when the task ends.
 //! - **Scrub** stops every process gracefully (stop signal, GracefulTimeout,
 //!   SIGKILL); the task ends once all of them have been reaped.
 
+pub mod hooks;
+pub mod identity;
+pub mod output;
 pub mod policy;
+pub mod sockets;
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -91,6 +100,7 @@ pub fn validate(spec: &WatchSpec) -> Result<(Params, Signal), WatchError> {
             spec.num_processes
         )));
     }
+    sockets::validate(spec)?;
     let stop = parse_signal(&spec.stop_signal).map_err(|_| WatchError::BadSignal(spec.stop_signal.clone()))?;
     let max_age = seconds("MaxAge", spec.max_age)?;
     let f = &spec.flapping;
@@ -127,6 +137,11 @@ pub struct Watch {
     tx: mpsc::UnboundedSender<Cmd>,
     /// (WID, pid) of the running processes, as the task last published them.
     live: Arc<Mutex<Vec<(u32, u32)>>>,
+    /// The processes' kept output (rings, log files).
+    outputs: Arc<output::Outputs>,
+    /// Releases the sockets for a hand-over as soon as the handle goes
+    /// (the watcher is scrubbed), before its processes are gone.
+    _sockets: sockets::Released,
 }
 
 /// A running process, as the shell knows it beyond the policy.
@@ -155,6 +170,12 @@ struct Shell {
     emit: Emit,
     /// Events held back until [`Watch::release`] (the element is in place).
     held: Option<Vec<EventKind>>,
+    /// The listening sockets its processes inherit; closed when the task ends.
+    sockets: sockets::Sockets,
+    /// Uid, Gid and Rlimits of the processes.
+    identity: identity::Identity,
+    /// Where their stdout and stderr go.
+    outputs: Arc<output::Outputs>,
 }
 
 impl Watch {
@@ -165,6 +186,10 @@ impl Watch {
     /// process cannot be started. Must run within the server's runtime.
     pub fn start(reaper: ReaperHandle, name: String, spec: WatchSpec, emit: Emit) -> Result<Watch, WatchError> {
         let (params, stop) = validate(&spec)?;
+        let sockets = sockets::Sockets::bind(&spec.sockets)?;
+        output::check(&spec)?;
+        let identity = identity::Identity::resolve(&spec.uid, &spec.gid, &spec.rlimits)?;
+        let outputs = output::Outputs::new(&spec);
         let mut shell = Shell {
             name,
             spec,
@@ -176,6 +201,9 @@ impl Watch {
             live: Arc::default(),
             emit,
             held: Some(Vec::new()),
+            sockets,
+            identity,
+            outputs: outputs.clone(),
         };
         let now = Instant::now();
         let actions = shell.policy.start(now);
@@ -189,9 +217,15 @@ impl Watch {
         info!(op = "mkwatch", watch = %shell.name, cmd = %shell.spec.path, n = shell.spec.num_processes, "watching");
         shell.publish();
         let live = shell.live.clone();
+        let released = shell.sockets.released_on_drop();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(shell.run(rx));
-        Ok(Watch { tx, live })
+        Ok(Watch {
+            tx,
+            live,
+            outputs,
+            _sockets: released,
+        })
     }
 
     async fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, WatchError> {
@@ -231,6 +265,19 @@ impl Watch {
     pub fn processes(&self) -> Vec<(u32, u32)> {
         self.live.lock().unwrap().clone()
     }
+
+    /// The rings of the processes' stdout (or stderr), each line prefixed
+    /// by `[WID] `; fails unless the spec keeps that stream in rings.
+    pub fn output(&self, stderr: bool) -> Result<Vec<u8>, WatchError> {
+        let name = if stderr { "Stderr" } else { "Stdout" };
+        if !self.outputs.has_ring(stderr) {
+            return Err(WatchError::Spec(format!(
+                "the watcher does not keep its processes' {} (its spec needs \"{name}\": {{\"Ring\": BYTES}})",
+                name.to_ascii_lowercase()
+            )));
+        }
+        Ok(self.outputs.dump(stderr))
+    }
 }
 
 impl Shell {
@@ -242,8 +289,19 @@ impl Shell {
             match a {
                 Action::Spawn { wid } => {
                     let now = Instant::now();
-                    match self.reaper.spawn(&mut self.command(wid)) {
-                        Ok(child) => {
+                    if !self.hook(hooks::Hook::BeforeStart, wid) {
+                        queue.extend(self.policy.spawn_failed(wid, now));
+                        continue;
+                    }
+                    let mut cmd = self.command(wid);
+                    let spawned = self
+                        .outputs
+                        .pipe(&mut cmd)
+                        .and_then(|pipes| Ok((self.reaper.spawn(&mut cmd)?, pipes)));
+                    drop(cmd);
+                    match spawned {
+                        Ok((child, pipes)) => {
+                            self.outputs.attach(wid, pipes);
                             let pid = child.pid();
                             info!(op = "spawn", watch = %self.name, wid, pid, "started");
                             self.report(EventKind::Spawned { pid });
@@ -256,6 +314,7 @@ impl Shell {
                                 },
                             );
                             self.ended.push(Box::pin(child.ended()));
+                            self.hook(hooks::Hook::AfterStart, wid);
                         }
                         Err(e) => {
                             let error = match self.spec.dir.is_empty() {
@@ -272,6 +331,9 @@ impl Shell {
                     }
                 }
                 Action::Stop { pid } => {
+                    if let Some(wid) = self.policy.running().iter().find(|r| r.pid == pid).map(|r| r.wid) {
+                        self.hook(hooks::Hook::BeforeStop, wid);
+                    }
                     info!(op = "stop", watch = %self.name, pid, signal = %self.stop, "stopping gracefully");
                     let _ = self.reaper.signal(pid, self.stop, true);
                 }
@@ -334,24 +396,26 @@ impl Shell {
 
     fn command(&self, wid: u32) -> Command {
         let w = wid.to_string();
-        let sub = |s: &String| s.replace("$(WID)", &w);
+        let sub = |s: &String| self.sockets.substitute(&s.replace("$(WID)", &w));
         let mut cmd = Command::new(self.spec.path.trim());
         cmd.args(self.spec.args.iter().map(sub))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
-        if !self.spec.env.is_empty() {
+        if !self.spec.inherit_env {
             cmd.env_clear();
-            for e in self.spec.env.iter().map(sub) {
-                if let Some((k, v)) = e.split_once('=') {
-                    cmd.env(k, v);
-                }
+        }
+        for e in self.spec.env.iter().map(sub) {
+            if let Some((k, v)) = e.split_once('=') {
+                cmd.env(k, v);
             }
         }
         if !self.spec.dir.is_empty() {
             cmd.current_dir(&self.spec.dir);
         }
+        self.identity.apply(&mut cmd);
+        self.sockets.inherit(&mut cmd);
         cmd
     }
 
@@ -374,14 +438,19 @@ impl Shell {
                     Some(cmd) => self.serve(cmd),
                     None => {
                         scrubbed = true;
+                        self.sockets.release();
                         info!(op = "scrub", watch = %self.name, "stopping every process");
                         self.policy.stop(Instant::now())
                     }
                 },
                 Some((pid, exit)) = self.ended.next(), if !self.ended.is_empty() => {
                     self.procs.remove(&pid);
+                    let stopped = self.policy.running().iter().find(|r| r.pid == pid && r.kill_at.is_some()).map(|r| r.wid);
                     info!(op = "exit", watch = %self.name, pid, exit = ?exit, "process ended");
                     self.report(exited(pid, exit.as_ref()));
+                    if let Some(wid) = stopped {
+                        self.hook(hooks::Hook::AfterStop, wid);
+                    }
                     self.policy.exited(pid, Instant::now())
                 }
                 _ = sleep => self.policy.tick(Instant::now()),
@@ -509,6 +578,7 @@ impl Shell {
             },
             retries: self.policy.retries(),
             processes,
+            sockets: self.sockets.stat(),
         }
     }
 }

@@ -2,14 +2,14 @@
 //! multiplexed; each inbound stream carries one request. `net` knows where a
 //! request goes, not what elements do with it.
 
-mod chan;
+pub(crate) mod chan;
 pub(crate) mod events;
 pub mod peers;
 mod proc;
 mod route;
 mod stats;
 mod subscription;
-mod watch;
+pub(crate) mod watch;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

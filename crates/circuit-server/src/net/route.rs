@@ -121,8 +121,18 @@ fn list_local(state: &State, path: &Path, recursive: bool) -> Vec<Entry> {
 async fn local(state: &Arc<State>, req: &Request, stream: &mut StreamHandle) -> Option<Response> {
     match req {
         Request::Stdin { path } => return super::proc::write_in(state, path, stream).await,
-        Request::Stdout { path } => return super::proc::read_out(state, path, "stdout", stream).await,
-        Request::Stderr { path } => return super::proc::read_out(state, path, "stderr", stream).await,
+        Request::Stdout { path } => {
+            if let Some(w) = super::watch::find(state, path) {
+                return super::watch::read_out(&w, path, "stdout", stream).await;
+            }
+            return super::proc::read_out(state, path, "stdout", stream).await;
+        }
+        Request::Stderr { path } => {
+            if let Some(w) = super::watch::find(state, path) {
+                return super::watch::read_out(&w, path, "stderr", stream).await;
+            }
+            return super::proc::read_out(state, path, "stderr", stream).await;
+        }
         Request::Wait { path } => return super::proc::wait(state, path, stream).await,
         Request::WatchCtl { path, action } => return Some(super::watch::control(state, path, *action).await),
         Request::Scale { path, op } => return Some(super::watch::scale(state, path, *op).await),
@@ -163,6 +173,7 @@ async fn local(state: &Arc<State>, req: &Request, stream: &mut StreamHandle) -> 
         Request::Close { path } => super::chan::close(state, path),
         Request::MakeSubscription { path, source } => super::subscription::make(state, path, *source),
         Request::MakeWatch { path, spec } => super::watch::make(state, path, spec),
+        Request::ReloadConfig { path } => crate::config::reload(state, path),
         Request::WatchCtl { .. } | Request::Scale { .. } => unreachable!("served above"),
         Request::Send { .. } | Request::Recv { .. } | Request::SendMany { .. } | Request::RecvMany { .. } => {
             unreachable!("streaming requests are served above")

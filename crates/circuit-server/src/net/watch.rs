@@ -97,3 +97,26 @@ pub async fn peek(watch: &Watch, path: &Path) -> Response {
         .map(Reply::Json)
         .map_err(|e| WireError::new(ErrorKind::Internal, format!("{path}: {e}")))
 }
+
+/// `stdout` / `stderr` of a watch: answers `Done`, then the rings of every
+/// process (each line prefixed by `[WID] `, by slot) as raw bytes, then ends
+/// the stream. Fails unless the spec keeps that stream in rings.
+pub async fn read_out(
+    watch: &Watch,
+    path: &Path,
+    which: &'static str,
+    stream: &mut circuit_proto::conn::StreamHandle,
+) -> Option<Response> {
+    use tokio::io::AsyncWriteExt;
+    let bytes = match watch.output(which == "stderr") {
+        Ok(b) => b,
+        Err(e) => return Some(Err(wire(path, e))),
+    };
+    if circuit_proto::conn::respond(stream, &Ok(Reply::Done)).await.is_err() {
+        return None;
+    }
+    let _ = stream.write_all(&bytes).await;
+    let _ = stream.flush().await;
+    info!(op = which, %path, bytes = bytes.len(), "watcher output sent");
+    None
+}

@@ -147,7 +147,9 @@ pub async fn stdin(client: &Client, arg: &str) -> Result<()> {
 }
 
 /// `stdout PATH` / `stderr PATH`: the process's stream to the tool's stdout.
-pub async fn output(client: &Client, arg: &str, stderr: bool) -> Result<()> {
+/// On a watch the server sends its processes' rings, each line prefixed by
+/// `[WID] `; with `wid`, only that slot's lines are printed, unprefixed.
+pub async fn output(client: &Client, arg: &str, stderr: bool, wid: Option<u32>) -> Result<()> {
     let path = parse_path(arg)?;
     let (name, proc) = (
         if stderr { "stderr" } else { "stdout" },
@@ -159,6 +161,15 @@ pub async fn output(client: &Client, arg: &str, stderr: bool) -> Result<()> {
         proc.stdout().await
     }
     .map_err(|e| failed(name, &path, e))?;
+    if let Some(wid) = wid {
+        let mut all = Vec::new();
+        out.read_to_end(&mut all)
+            .await
+            .with_context(|| format!("{name} {path}: reading"))?;
+        let mut sink = std::io::stdout().lock();
+        let _ = sink.write_all(&one_slot(&all, wid)).and_then(|_| sink.flush());
+        return Ok(());
+    }
     let mut buf = vec![0u8; 32 * 1024];
     let sink = std::io::stdout();
     loop {
@@ -177,6 +188,16 @@ pub async fn output(client: &Client, arg: &str, stderr: bool) -> Result<()> {
             Err(e) => return Err(e).context("writing to stdout"),
         }
     }
+}
+
+/// The lines of slot `wid` in a watch's `[WID] `-prefixed output, unprefixed.
+fn one_slot(all: &[u8], wid: u32) -> Vec<u8> {
+    let prefix = format!("[{wid}] ");
+    all.split_inclusive(|&b| b == b'\n')
+        .filter_map(|line| line.strip_prefix(prefix.as_bytes()))
+        .flatten()
+        .copied()
+        .collect()
 }
 
 fn print_stat(stat: &ProcStat) -> Result<()> {

@@ -47,6 +47,9 @@ pub struct StartArgs {
     /// Log line format
     #[arg(long = "log-format", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// TOML file of elements to make at boot ([watch.NAME], [chan.NAME]); `reloadconfig` reads it again
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr> {
@@ -92,6 +95,7 @@ fn config(args: &StartArgs) -> Result<Config> {
         multicast_if,
         var_dir: args.var.clone(),
         join,
+        config_file: args.config.as_deref().map(crate::cmd::config::file).transpose()?,
     })
 }
 
@@ -123,6 +127,7 @@ pub fn run(args: StartArgs) -> Result<()> {
     let rt = rt.max_blocking_threads(16).enable_all().build()?;
     rt.block_on(async {
         let server = Server::bind(config).await?;
+        server.boot_config().map_err(anyhow::Error::msg)?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", server.url())?;
         out.flush()?;

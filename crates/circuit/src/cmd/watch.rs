@@ -5,26 +5,17 @@
 //! `WatchSpec`.
 
 use anyhow::{Result, anyhow, bail};
-use circuit_client::{Client, FlappingSpec, Path, WatchAction, WatchSpec};
+use circuit_client::{Client, FlappingSpec, Path, SocketSpec, WatchAction, WatchSpec};
 use serde_json::{Map, Value};
 
 use crate::cmd::anchor::parse_path;
+use crate::cmd::watch_opts;
 
-const KNOWN: &str =
-    "Path, Args, Env, Dir, NumProcesses, Respawn, WarmupDelay, GracefulTimeout, StopSignal, MaxAge, Flapping";
+const KNOWN: &str = "Path, Args, Env, Dir, NumProcesses, Respawn, WarmupDelay, GracefulTimeout, StopSignal, MaxAge, Flapping, Sockets, Stdout, Stderr, Uid, Gid, Rlimits, InheritEnv, Hooks";
 const KNOWN_FLAPPING: &str = "Attempts, Window, RetryIn, MaxRetry";
+const KNOWN_SOCKET: &str = "Name, Host, Port, Path, Backlog, Reuseport";
 /// Circus options that this server's watchers do not have yet.
-const NOT_YET: &[&str] = &[
-    "uid",
-    "gid",
-    "rlimits",
-    "stdout",
-    "stderr",
-    "sockets",
-    "hooks",
-    "copyenv",
-    "inheritenv",
-];
+const NOT_YET: &[&str] = &[];
 const EXAMPLE: &str = r#"{"Path": "/bin/sleep", "Args": ["3600"], "NumProcesses": 3}"#;
 
 fn object(text: &str) -> Result<Map<String, Value>> {
@@ -107,6 +98,69 @@ fn flapping(key: &str, v: Value) -> Result<FlappingSpec> {
     Ok(f)
 }
 
+/// `"Sockets": [{"Name", "Host", "Port"} | {"Name", "Path"}, "Backlog", "Reuseport"}]`.
+fn sockets(key: &str, v: Value) -> Result<Vec<SocketSpec>> {
+    const LIKE: &str = r#"[{"Name": "web", "Host": "127.0.0.1", "Port": 8080}]"#;
+    let items = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        other => bail!("field {key:?} of the watch spec must be a list like {LIKE}, not {other}"),
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        let Value::Object(fields) = item else {
+            bail!(
+                "{at} of the watch spec must be an object like {{\"Name\": \"web\", \"Port\": 8080}} or {{\"Name\": \"web\", \"Path\": \"/run/web.sock\"}}"
+            );
+        };
+        let mut s = SocketSpec::default();
+        let (mut tcp, mut port) = (false, false);
+        for (k, v) in fields {
+            let name = format!("{at}.{k}");
+            match k.to_ascii_lowercase().replace('_', "").as_str() {
+                "name" => s.name = string(&name, v)?,
+                "host" => {
+                    tcp = true;
+                    s.host = string(&name, v)?;
+                }
+                "port" => {
+                    (tcp, port) = (true, true);
+                    s.port = v.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or_else(|| {
+                        anyhow!("field {name:?} of the watch spec must be a port number from 0 to 65535, not {v}")
+                    })?;
+                }
+                "path" => s.path = string(&name, v)?,
+                "backlog" => s.backlog = count(&name, v)?,
+                "reuseport" => {
+                    s.reuseport = match v {
+                        Value::Bool(b) => b,
+                        other => bail!("field {name:?} of the watch spec must be true or false, not {other}"),
+                    }
+                }
+                _ => bail!("unknown field {k:?} in the watch spec's {at}; known: {KNOWN_SOCKET}"),
+            }
+        }
+        if s.name.is_empty() {
+            bail!("{at} of the watch spec has no \"Name\" (used as $(socket.NAME.fd))");
+        }
+        if !s.path.is_empty() && tcp {
+            bail!(
+                "socket {:?} of the watch spec has a Path and a Host or Port; give Host and Port (TCP) or Path (unix)",
+                s.name
+            );
+        }
+        if s.path.is_empty() && !port {
+            bail!(
+                "socket {:?} of the watch spec has no \"Port\" (0 picks a free one) nor \"Path\" (a unix socket)",
+                s.name
+            );
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
 /// Parses a watch spec: JSON field names match case-insensitively (and
 /// Circus's snake_case spellings, like `num_processes`, work too); unknown
 /// fields, and Circus options not supported yet, are errors.
@@ -137,6 +191,14 @@ pub fn parse_spec(text: &str) -> Result<WatchSpec> {
             }
             "maxage" => spec.max_age = seconds(&key, v)?,
             "flapping" => spec.flapping = flapping(&key, v)?,
+            "stdout" => spec.stdout = watch_opts::output(&key, v)?,
+            "stderr" => spec.stderr = watch_opts::output(&key, v)?,
+            "uid" => spec.uid = watch_opts::ident(&key, v)?,
+            "gid" => spec.gid = watch_opts::ident(&key, v)?,
+            "rlimits" => spec.rlimits = watch_opts::rlimits(&key, v)?,
+            "inheritenv" | "copyenv" => spec.inherit_env = watch_opts::boolean(&key, v)?,
+            "hooks" => spec.hooks = watch_opts::hooks(&key, v)?,
+            "sockets" => spec.sockets = sockets(&key, v)?,
             _ if NOT_YET.contains(&k.as_str()) => {
                 bail!("field {key:?} of the watch spec is not supported yet; supported: {KNOWN}")
             }
@@ -213,6 +275,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sockets_parse() {
+        let s = parse_spec(
+            r#"{"Path":"/bin/srv","Args":["--fd=$(socket.web.fd)"],
+               "Sockets":[{"Name":"web","Host":"0.0.0.0","Port":8080,"Backlog":512,"reuse_port":true},
+                          {"name":"admin","PATH":"/run/admin.sock"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.sockets,
+            vec![
+                SocketSpec {
+                    name: "web".into(),
+                    host: "0.0.0.0".into(),
+                    port: 8080,
+                    backlog: 512,
+                    reuseport: true,
+                    ..SocketSpec::default()
+                },
+                SocketSpec {
+                    name: "admin".into(),
+                    path: "/run/admin.sock".into(),
+                    ..SocketSpec::default()
+                }
+            ]
+        );
+        assert_eq!((s.sockets[1].host.as_str(), s.sockets[1].backlog), ("127.0.0.1", 128));
+        let e = |t: &str| parse_spec(t).unwrap_err().to_string();
+        assert!(e(r#"{"Path":"/bin/ls","Sockets":{}}"#).contains("must be a list"));
+        assert!(e(r#"{"Path":"/bin/ls","Sockets":[{"Port":1}]}"#).contains("has no \"Name\""));
+        assert!(e(r#"{"Path":"/bin/ls","Sockets":[{"Name":"a"}]}"#).contains("no \"Port\""));
+        assert!(e(r#"{"Path":"/bin/ls","Sockets":[{"Name":"a","Port":70000}]}"#).contains("0 to 65535"));
+        assert!(
+            e(r#"{"Path":"/bin/ls","Sockets":[{"Name":"a","Port":1,"Path":"/x"}]}"#)
+                .contains("a Path and a Host or Port")
+        );
+        assert!(
+            e(r#"{"Path":"/bin/ls","Sockets":[{"Name":"a","Port":1,"Type":"udp"}]}"#)
+                .contains("known: Name, Host, Port")
+        );
+    }
+
+    #[test]
     fn specs_parse_with_defaults() {
         let s = parse_spec(r#"{"Path":"/bin/sleep","Args":["60"]}"#).unwrap();
         assert_eq!(s, WatchSpec::new("/bin/sleep", ["60"]));
@@ -247,12 +351,7 @@ mod tests {
             e(r#"{"Path":"/bin/ls","Foo":1}"#),
             format!("unknown field \"Foo\" in the watch spec; known: {KNOWN}")
         );
-        let s = e(r#"{"Path":"/bin/ls","Sockets":[]}"#);
-        assert!(
-            s.starts_with("field \"Sockets\" of the watch spec is not supported yet"),
-            "{s}"
-        );
-        assert!(e(r#"{"Path":"/bin/ls","uid":0}"#).contains("not supported yet"));
+        assert!(e(r#"{"Path":"/bin/ls","uid":-3}"#).contains("name or a number"));
         assert!(e(r#"{"Path":"/bin/ls","NumProcesses":-1}"#).contains("whole number"));
         assert!(e(r#"{"Path":"/bin/ls","NumProcesses":1.5}"#).contains("whole number"));
         assert!(e(r#"{"Path":"/bin/ls","GracefulTimeout":-1}"#).contains("seconds ≥ 0"));

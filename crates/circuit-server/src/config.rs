@@ -1,0 +1,231 @@
+//! Elements declared in a config file (`circuit start --config FILE`):
+//! made at boot, and brought in line with the file again by
+//! `circuit reloadconfig /X…` ([`circuit_proto::Request::ReloadConfig`]).
+//!
+//! The server does not know the file's format: the binary hands it a
+//! [`Loader`] that reads the file into [`Declaration`]s. The server
+//! remembers what it made from the file (the paths and their specs), so a
+//! reload only ever touches those: an element made by hand is never
+//! scrubbed or replaced by a reload, and a declared anchor already taken by
+//! one is reported as failed.
+//!
+//! A reload compares the file with what the server made from it last time:
+//! - a declaration that is new is made (`Created`);
+//! - one that is gone is scrubbed, gracefully for watchers (`Removed`);
+//! - one whose spec changed is scrubbed (gracefully) and made again with
+//!   the new spec, so its processes are new ones (`Changed`);
+//! - one that is the same, and whose element is still there, is left alone:
+//!   same processes, same pids (`Unchanged`); if its element was scrubbed by
+//!   hand meanwhile, it is made again (`Created`).
+//!
+//! Watchers are made first, then the other elements.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use circuit_proto::{ErrorKind, Path, Reply, Response, WatchSpec, WireError};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::{Server, State};
+
+/// One element the config file declares.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Declared {
+    /// A watcher with this spec.
+    Watch(Box<WatchSpec>),
+    /// A channel with this capacity.
+    Chan(u64),
+}
+
+impl Declared {
+    fn kind(&self) -> &'static str {
+        match self {
+            Declared::Watch(_) => "watch",
+            Declared::Chan(_) => "chan",
+        }
+    }
+}
+
+/// An element of the config file and where it goes, below this server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Declaration {
+    /// The anchor names below `/X…` (checked by the loader).
+    pub names: Vec<String>,
+    /// What to make there.
+    pub element: Declared,
+}
+
+/// Reads a config file; the error is one line naming the file (and the
+/// line and column when it is about the content).
+pub type Loader = fn(&std::path::Path) -> Result<Vec<Declaration>, String>;
+
+/// The config file a server was started with.
+#[derive(Clone, Debug)]
+pub struct ConfigFile {
+    /// Its absolute path, read again on every reload.
+    pub path: PathBuf,
+    /// How to read it.
+    pub load: Loader,
+    /// What the server made from it, by anchor names.
+    made: Arc<Mutex<BTreeMap<Vec<String>, Declared>>>,
+}
+
+impl ConfigFile {
+    /// A config file read with `load`.
+    pub fn new(path: PathBuf, load: Loader) -> ConfigFile {
+        ConfigFile {
+            path,
+            load,
+            made: Arc::default(),
+        }
+    }
+}
+
+/// What a reload did, by path; answered as JSON.
+#[derive(Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Summary {
+    pub created: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Declarations that could not be made, with why.
+    pub failed: Vec<Failure>,
+}
+
+/// A declaration that could not be made.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Failure {
+    pub path: String,
+    pub error: String,
+}
+
+fn path_of(state: &State, names: &[String]) -> Path {
+    names
+        .iter()
+        .try_fold(Path::server(state.id), |p, n| p.child(n))
+        .expect("the loader checks the names")
+}
+
+fn make(state: &Arc<State>, path: &Path, d: &Declared) -> Response {
+    match d {
+        Declared::Watch(spec) => crate::net::watch::make(state, path, spec),
+        Declared::Chan(cap) => crate::net::chan::make(state, path, *cap),
+    }
+}
+
+/// Scrubs the element at `path`, if there is one; true if there was.
+fn scrub(state: &State, path: &Path) -> bool {
+    let el = state.ns.lock().unwrap().remove(path.names());
+    match el {
+        Some(el) => {
+            info!(op = "reloadconfig", %path, kind = el.kind(), "scrubbing");
+            el.scrub();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Brings the elements made from `file` in line with `decls`.
+fn apply(state: &Arc<State>, file: &ConfigFile, mut decls: Vec<Declaration>) -> Summary {
+    let mut made = file.made.lock().unwrap();
+    let mut out = Summary::default();
+    // Watchers first, then the rest (stable: file order otherwise).
+    decls.sort_by_key(|d| !matches!(d.element, Declared::Watch(_)));
+    let wanted: std::collections::BTreeSet<&Vec<String>> = decls.iter().map(|d| &d.names).collect();
+    let gone: Vec<Vec<String>> = made.keys().filter(|k| !wanted.contains(k)).cloned().collect();
+    for names in gone {
+        made.remove(&names);
+        let path = path_of(state, &names);
+        scrub(state, &path);
+        out.removed.push(path.to_string());
+    }
+    for d in decls {
+        let path = path_of(state, &d.names);
+        let present = state.ns.lock().unwrap().get(d.names.as_slice()).is_some();
+        let changed = match made.get(&d.names) {
+            Some(old) if *old == d.element && present => {
+                out.unchanged.push(path.to_string());
+                continue;
+            }
+            Some(_) if present => {
+                scrub(state, &path);
+                true
+            }
+            _ => false,
+        };
+        made.remove(&d.names);
+        match make(state, &path, &d.element) {
+            Ok(_) => {
+                info!(op = "reloadconfig", %path, kind = d.element.kind(), changed, "made from the config file");
+                made.insert(d.names, d.element);
+                if changed {
+                    out.changed.push(path.to_string());
+                } else {
+                    out.created.push(path.to_string());
+                }
+            }
+            Err(e) => {
+                warn!(op = "reloadconfig", %path, error = %e.message, "cannot make a declared element");
+                out.failed.push(Failure {
+                    path: path.to_string(),
+                    error: e.message,
+                });
+            }
+        }
+    }
+    out
+}
+
+impl Server {
+    /// Makes the elements of the config file, if the server has one. Fails
+    /// (and scrubs what it made) if one of them cannot be made.
+    pub fn boot_config(&self) -> Result<Option<Summary>, String> {
+        let state = &self.state;
+        let Some(file) = &state.config.config_file else {
+            return Ok(None);
+        };
+        let decls = (file.load)(&file.path)?;
+        let summary = apply(state, file, decls);
+        if let Some(f) = summary.failed.first() {
+            for el in state.ns.lock().unwrap().drain() {
+                el.scrub();
+            }
+            return Err(format!("{}: {}", file.path.display(), f.error));
+        }
+        info!(file = %file.path.display(), elements = summary.created.len(), "made the elements of the config file");
+        Ok(Some(summary))
+    }
+}
+
+/// `reloadconfig /X…`: reads the config file again and applies the
+/// difference; answers the [`Summary`] as JSON.
+pub fn reload(state: &Arc<State>, path: &Path) -> Response {
+    if !path.is_server_root() {
+        return Err(WireError::new(
+            ErrorKind::Invalid,
+            format!("reloadconfig needs a server path like /{}, not {path}", state.id),
+        ));
+    }
+    let Some(file) = &state.config.config_file else {
+        return Err(WireError::new(
+            ErrorKind::Invalid,
+            format!(
+                "server {} was started without --config FILE: there is nothing to reload",
+                state.id
+            ),
+        ));
+    };
+    let decls = (file.load)(&file.path).map_err(|e| WireError::new(ErrorKind::Invalid, e))?;
+    let summary = apply(state, file, decls);
+    info!(op = "reloadconfig", file = %file.path.display(), created = summary.created.len(),
+          changed = summary.changed.len(), removed = summary.removed.len(),
+          unchanged = summary.unchanged.len(), failed = summary.failed.len(), "reloaded the config file");
+    serde_json::to_string(&summary)
+        .map(Reply::Json)
+        .map_err(|e| WireError::new(ErrorKind::Internal, format!("reloadconfig: {e}")))
+}
