@@ -395,7 +395,7 @@ fn no_zombies_after_many_respawns() {
     };
     let end = Instant::now() + Duration::from_secs(60);
     let mut seen = 0;
-    while seen < 200 {
+    while seen < 1000 {
         assert!(Instant::now() < end, "only {seen} respawns in 60 s");
         std::thread::sleep(Duration::from_millis(50));
         seen = seen.max(total(&srv.peek(&w)));
