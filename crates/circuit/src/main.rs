@@ -369,6 +369,14 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(args::go_style(std::env::args_os().collect()));
+    if !matches!(cli.cmd, Cmd::Start(_)) {
+        // A client whose output goes to a closed pipe (`circuit peek … | head`)
+        // ends quietly, as other Unix tools do; the server keeps ignoring SIGPIPE.
+        // SAFETY: set before any other thread exists; SIG_DFL installs no handler code.
+        let _ = unsafe {
+            nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
+        };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
