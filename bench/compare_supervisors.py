@@ -293,12 +293,13 @@ def run_circus(a):
     d = os.path.join(a.tmp, "circus")
     os.makedirs(d)
     ep = f"ipc://{d}/ctl.sock"
+    # No stats_endpoint line: giving one turns circusd-stats on. Defaults
+    # otherwise (check_delay = 5 s, the period at which exits are noticed).
     ini = os.path.join(d, "circus.ini")
     with open(ini, "w") as f:
         f.write(f"""[circus]
 endpoint = {ep}
 pubsub_endpoint = ipc://{d}/pub.sock
-stats_endpoint = ipc://{d}/stats.sock
 statsd = False
 
 [watcher:one]
@@ -407,7 +408,7 @@ def fmt(name, r):
         f"{statistics.median(lat) * 1e3:.2f} ms",
         f"{r['start'] * 1e3:.1f} ms",
         f"{r['rss_kib'] / 1024:.1f} MiB ({r['procs']} proc)",
-        f"{r['cpu_pct']:.3f} % ({r['ticks']} ticks)",
+        f"{r['cpu_pct']:.3f} % ({r['ticks']} tick{'' if r['ticks'] == 1 else 's'})",
     ]
 
 
