@@ -2,39 +2,17 @@
 //! latency from the CLI and from the library, the cost of the handshake.
 //! Run: `cargo bench -p circuit --bench foundation`. Prints figures; asserts nothing.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Server {
-    child: Child,
-    url: String,
-    id: String,
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::TestServer as Server;
 
 fn start(extra: &[&str]) -> Server {
     let threads = std::env::var("BENCH_THREADS").unwrap_or_else(|_| "2".into());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_circuit"))
-        .args(["start", "-a", "127.0.0.1:0", "--threads", &threads])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().to_string();
-    let id = format!("/{}", url.rsplit('/').next().unwrap());
-    Server { child, url, id }
+    Server::start(&[&["--threads", threads.as_str()], extra].concat())
 }
 
 fn rss_kib(pid: u32) -> u64 {

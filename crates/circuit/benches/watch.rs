@@ -3,41 +3,19 @@
 //! watcher, and the server's RSS and idle CPU while it supervises them.
 //! Run: `cargo bench -p circuit --bench watch`. Prints figures; asserts nothing.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use circuit_client::{Client, WatchSpec};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-struct Server {
-    child: Child,
-    url: String,
-    id: String,
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::TestServer as Server;
 
 fn start() -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_circuit"))
-        .args(["start", "-a", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().to_string();
-    let id = format!("/{}", url.rsplit('/').next().unwrap());
-    Server { child, url, id }
+    Server::start(&[])
 }
 
 /// (utime + stime in ticks, RSS in bytes) of `pid` (ticks of 1/100 s and
