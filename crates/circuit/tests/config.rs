@@ -5,37 +5,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, TestServer, fails, ok, run_cli, stderr};
+use common::{Pids, TempDir, TestServer, alive, fails, ok, run_cli, stderr};
 use serde_json::{Value, json};
-
-/// Kills (by pid) the processes the test saw, should it fail before they are gone.
-#[derive(Default)]
-struct Pids(BTreeSet<u64>);
-
-impl Drop for Pids {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            if alive(*pid) {
-                let _ = Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .stderr(std::process::Stdio::null())
-                    .status();
-            }
-        }
-    }
-}
-
-fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("State:"))
-            .and_then(|v| v.trim().chars().next())
-            .is_some_and(|c| c != 'Z')
-    })
-}
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

@@ -10,35 +10,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use circuit_client::{Client, ErrorKind, ProcPhase, ProcSpec};
-use common::{TempDir, TestServer, fails, ok, stderr};
+use common::{Pids, TempDir, TestServer, alive, fails, ok, state, stderr};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Kills (by PID) the processes a test started, should it fail before they end.
-#[derive(Default)]
-struct Pids(Vec<u64>);
-
-impl Drop for Pids {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            if alive(*pid) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
-}
-
-/// The `State:` letter of /proc/PID/status, if the process exists.
-fn state(pid: u64) -> Option<char> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("State:"))
-        .and_then(|v| v.trim().chars().next())
-}
-
-fn alive(pid: u64) -> bool {
-    matches!(state(pid), Some(c) if c != 'Z')
-}
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -166,7 +140,7 @@ fn signals() {
     let mut pids = Pids::default();
     let sl = format!("{}/sl", srv.id);
     let pid = srv.mkproc(&sl, &spec("/bin/sleep", &["60"]));
-    pids.0.push(pid);
+    pids.0.insert(pid);
     assert_eq!(srv.peek(&sl)["Phase"], "running");
 
     ok(srv.cli("signal", &["STOP", &sl]));
@@ -191,7 +165,7 @@ fn signals() {
     // Every spelling of a signal.
     for (i, name) in ["term", "SIGTERM", "15"].iter().enumerate() {
         let p = format!("{}/s{i}", srv.id);
-        pids.0.push(srv.mkproc(&p, &spec("/bin/sleep", &["60"])));
+        pids.0.insert(srv.mkproc(&p, &spec("/bin/sleep", &["60"])));
         ok(srv.cli("signal", &[&p, name]));
         assert_eq!(json(&ok(srv.cli("wait", &[&p])))["Exit"]["Signal"], 15, "{name}");
     }
@@ -278,7 +252,7 @@ fn a_reader_that_leaves_frees_the_stream() {
     let total = 200_000;
     let expected: String = (1..=total).map(|i| format!("{i}\n")).collect();
     let pid = srv.mkproc(&p, &spec("/bin/sh", &["-c", &format!("seq 1 {total}")]));
-    let _pids = Pids(vec![pid]);
+    let _pids = Pids::of([pid]);
 
     let (mut first, prefix, pipe) = read_some(&srv, &p, 10_000);
     // Nobody drains the output: the process blocks on its pipe.
@@ -313,7 +287,7 @@ fn waiters_and_waitall() {
     let srv = TestServer::start(&[]);
     let mut pids = Pids::default();
     let c = format!("{}/cat", srv.id);
-    pids.0.push(srv.mkproc(&c, &spec("/bin/cat", &[])));
+    pids.0.insert(srv.mkproc(&c, &spec("/bin/cat", &[])));
     let waiters: Vec<_> = (0..5)
         .map(|_| {
             let (url, c) = (srv.url.clone(), c.clone());
@@ -360,7 +334,7 @@ fn waiters_and_waitall() {
     // waitall: three processes, ended one by one.
     let paths: Vec<String> = (0..3).map(|i| format!("{}/w/{i}", srv.id)).collect();
     for p in &paths {
-        pids.0.push(srv.mkproc(p, &spec("/bin/cat", &[])));
+        pids.0.insert(srv.mkproc(p, &spec("/bin/cat", &[])));
     }
     let list = paths.join("\n") + "\n";
     let all = {
@@ -389,7 +363,7 @@ fn scrub_detaches_and_the_server_still_reaps() {
     let srv = TestServer::start(&[]);
     let p = format!("{}/sleeper", srv.id);
     let pid = srv.mkproc(&p, &spec("/bin/sleep", &["60"]));
-    let _pids = Pids(vec![pid]);
+    let _pids = Pids::of([pid]);
     let waiter = {
         let (url, p) = (srv.url.clone(), p.clone());
         std::thread::spawn(move || common::run_cli(&["wait", "-d", &url, &p], b"", &[]))
@@ -419,7 +393,7 @@ fn scrub_on_exit() {
     let a = format!("{}/a", srv.id);
     let s = serde_json::json!({"Path": "/bin/cat", "Scrub": true}).to_string();
     let pid = srv.mkproc(&a, &s);
-    let _pids = Pids(vec![pid]);
+    let _pids = Pids::of([pid]);
     assert_eq!(srv.peek(&a)["Cmd"]["Scrub"], true);
     ok(srv.cli_in("stdin", &[&a], b"bye\n"));
     srv.peek_until(&a, "scrubbed", Value::is_null);
@@ -499,7 +473,7 @@ async fn library_proc_handle() {
         .unwrap();
     let stat = proc.peek().await.unwrap();
     assert_eq!(stat.cmd.path, "/bin/sh");
-    let _pids = Pids(vec![u64::from(stat.pid.unwrap())]);
+    let _pids = Pids::of([u64::from(stat.pid.unwrap())]);
     let mut stdin = proc.stdin().await.unwrap();
     assert_eq!(proc.stdin().await.err().and_then(|e| e.kind()), Some(ErrorKind::Busy));
     stdin.write_all(b"hello through ").await.unwrap();
@@ -545,7 +519,7 @@ fn stopping_the_server_leaves_processes_running() {
     let mut srv = TestServer::start(&[]);
     let p = format!("{}/survivor", srv.id);
     let pid = srv.mkproc(&p, &spec("/bin/sleep", &["60"]));
-    let _pids = Pids(vec![pid]);
+    let _pids = Pids::of([pid]);
     let id = srv.id.clone();
     ok(srv.cli("stop", &[&id]));
     assert!(srv.wait_exit(Duration::from_secs(10)).is_some(), "the server stops");

@@ -8,35 +8,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, TestServer, fails, ok, stderr};
+use common::{Pids, TempDir, TestServer, alive, fails, ok, state, stderr};
 use serde_json::{Value, json};
-
-/// Kills (by pid) the processes a watcher reported, should a test fail
-/// before they are gone.
-#[derive(Default)]
-struct Pids(BTreeSet<u64>);
-
-impl Drop for Pids {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            if alive(*pid) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
-}
-
-/// The `State:` letter of /proc/PID/status, if the process exists.
-fn state(pid: u64) -> Option<char> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("State:"))
-        .and_then(|v| v.trim().chars().next())
-}
-
-fn alive(pid: u64) -> bool {
-    matches!(state(pid), Some(c) if c != 'Z')
-}
 
 /// The children of `parent` and their state letters, from /proc.
 fn children(parent: u64) -> Vec<(u64, char)> {

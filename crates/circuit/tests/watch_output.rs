@@ -9,24 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, TestServer, eventually, fails, ok, wait_log};
+use common::{Pids, TempDir, TestServer, eventually, fails, ok, wait_log};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(15);
-
-/// Kills (by pid) the processes a test saw, should it fail before they are gone.
-#[derive(Default)]
-struct Pids(Vec<u64>);
-
-impl Drop for Pids {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            if std::fs::metadata(format!("/proc/{pid}")).is_ok() {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
-}
 
 fn mkwatch(srv: &TestServer, path: &str, spec: &Value) {
     ok(srv.cli_in("mkwatch", &[path], spec.to_string().as_bytes()));

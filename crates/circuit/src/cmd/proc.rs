@@ -47,21 +47,6 @@ pub fn parse_spec(text: &str) -> Result<ProcSpec> {
     };
     let mut spec = ProcSpec::default();
     for (key, v) in fields {
-        let strings = |v: Value| -> Result<Vec<String>> {
-            match v {
-                Value::Null => Ok(Vec::new()),
-                Value::Array(items) => items
-                    .into_iter()
-                    .map(|i| match i {
-                        Value::String(s) => Ok(s),
-                        other => Err(anyhow!(
-                            "field {key:?} of the process spec must be a list of strings, not {other}"
-                        )),
-                    })
-                    .collect(),
-                other => bail!("field {key:?} of the process spec must be a list of strings, not {other}"),
-            }
-        };
         let string = |v: Value| -> Result<String> {
             match v {
                 Value::Null => Ok(String::new()),
@@ -70,10 +55,10 @@ pub fn parse_spec(text: &str) -> Result<ProcSpec> {
             }
         };
         match key.to_ascii_lowercase().as_str() {
-            "env" => spec.env = strings(v)?,
+            "env" => spec.env = super::watch::strings("process spec", &key, v)?,
             "dir" => spec.dir = string(v)?,
             "path" => spec.path = string(v)?,
-            "args" => spec.args = strings(v)?,
+            "args" => spec.args = super::watch::strings("process spec", &key, v)?,
             "scrub" => {
                 spec.scrub = match v {
                     Value::Null => false,

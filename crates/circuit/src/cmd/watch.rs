@@ -39,7 +39,8 @@ fn object(text: &str) -> Result<Map<String, Value>> {
     }
 }
 
-fn strings(key: &str, v: Value) -> Result<Vec<String>> {
+/// A spec field that must be a list of strings (`what` names the spec in errors).
+pub fn strings(what: &str, key: &str, v: Value) -> Result<Vec<String>> {
     match v {
         Value::Null => Ok(Vec::new()),
         Value::Array(items) => items
@@ -47,11 +48,11 @@ fn strings(key: &str, v: Value) -> Result<Vec<String>> {
             .map(|i| match i {
                 Value::String(s) => Ok(s),
                 other => Err(anyhow!(
-                    "field {key:?} of the watch spec must be a list of strings, not {other}"
+                    "field {key:?} of the {what} must be a list of strings, not {other}"
                 )),
             })
             .collect(),
-        other => bail!("field {key:?} of the watch spec must be a list of strings, not {other}"),
+        other => bail!("field {key:?} of the {what} must be a list of strings, not {other}"),
     }
 }
 
@@ -170,8 +171,8 @@ pub fn parse_spec(text: &str) -> Result<WatchSpec> {
         let k = key.to_ascii_lowercase().replace('_', "");
         match k.as_str() {
             "path" | "cmd" => spec.path = string(&key, v)?,
-            "args" => spec.args = strings(&key, v)?,
-            "env" => spec.env = strings(&key, v)?,
+            "args" => spec.args = strings("watch spec", &key, v)?,
+            "env" => spec.env = strings("watch spec", &key, v)?,
             "dir" | "workingdir" => spec.dir = string(&key, v)?,
             "numprocesses" => spec.num_processes = count(&key, v)?,
             "respawn" => {

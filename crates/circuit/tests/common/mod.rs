@@ -307,3 +307,40 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Kills (by pid) the processes a test saw, should it fail before they are gone.
+#[derive(Default)]
+pub struct Pids(pub std::collections::BTreeSet<u64>);
+
+impl Pids {
+    /// Tracks these pids.
+    pub fn of(pids: impl IntoIterator<Item = u64>) -> Pids {
+        Pids(pids.into_iter().collect())
+    }
+}
+
+impl Drop for Pids {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid) {
+                let _ = Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// The `State:` letter of /proc/PID/status, if the process exists.
+pub fn state(pid: u64) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .and_then(|v| v.trim().chars().next())
+}
+
+/// True while the process exists and is not a zombie.
+pub fn alive(pid: u64) -> bool {
+    matches!(state(pid), Some(c) if c != 'Z')
+}
