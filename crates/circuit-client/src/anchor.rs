@@ -1,5 +1,5 @@
-use circuit_proto::{Entry, Path, Reply, Request};
-use serde::Deserialize;
+use circuit_proto::conn::StreamHandle;
+use circuit_proto::{AnchorOp, ElementStat, Entry, Op, Path, Reply, Request, ServerOp, ServerStat};
 
 use crate::client::Client;
 use crate::error::Error;
@@ -9,10 +9,6 @@ use crate::error::Error;
 pub struct Anchor {
     client: Client,
     path: Path,
-}
-
-fn unexpected(r: Reply) -> Error {
-    Error::Protocol(format!("{r:?}"))
 }
 
 impl Anchor {
@@ -25,9 +21,31 @@ impl Anchor {
         &self.path
     }
 
-    /// The connection this anchor is reached through.
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
+    /// Asks `op` of this anchor: the one way every handle talks to the server.
+    pub(crate) async fn ask(&self, op: impl Into<Op>) -> Result<Reply, Error> {
+        Ok(self.open_with(op).await?.0)
+    }
+
+    /// Asks `op` and expects `Done`.
+    pub(crate) async fn ask_done(&self, op: impl Into<Op>) -> Result<(), Error> {
+        match self.ask(op).await? {
+            Reply::Done => Ok(()),
+            r => Err(Error::unexpected(&r)),
+        }
+    }
+
+    /// Asks `op`, expects `Done`, and keeps the stream for what follows.
+    pub(crate) async fn open(&self, op: impl Into<Op>) -> Result<StreamHandle, Error> {
+        match self.open_with(op).await? {
+            (Reply::Done, stream) => Ok(stream),
+            (r, _) => Err(Error::unexpected(&r)),
+        }
+    }
+
+    /// Asks `op` and returns the reply with the stream.
+    pub(crate) async fn open_with(&self, op: impl Into<Op>) -> Result<(Reply, StreamHandle), Error> {
+        let req = Request::new(self.path.clone(), op);
+        self.client.call_stream(&req).await
     }
 
     /// The child anchor `name`; the name is checked here.
@@ -46,47 +64,36 @@ impl Anchor {
     }
 
     async fn list_with(&self, recursive: bool) -> Result<Vec<Entry>, Error> {
-        match self
-            .client
-            .call(&Request::List {
-                path: self.path.clone(),
-                recursive,
-            })
-            .await?
-        {
+        match self.ask(AnchorOp::List { recursive }).await? {
             Reply::List(v) => Ok(v),
-            r => Err(unexpected(r)),
+            r => Err(Error::unexpected(&r)),
         }
     }
 
-    /// The element's status as JSON text (`null` for an empty anchor).
+    /// The status of the element held here, typed by kind; `None` for an
+    /// empty anchor.
+    pub async fn stat(&self) -> Result<Option<ElementStat>, Error> {
+        match self.ask(AnchorOp::Peek).await? {
+            Reply::Stat(s) => Ok(s),
+            r => Err(Error::unexpected(&r)),
+        }
+    }
+
+    /// The element's status as JSON text (`null` for an empty anchor), as
+    /// `circuit peek` prints it (compact).
     pub async fn peek_json(&self) -> Result<String, Error> {
-        match self
-            .client
-            .call(&Request::Peek {
-                path: self.path.clone(),
-            })
-            .await?
-        {
-            Reply::Json(s) => Ok(s),
-            r => Err(unexpected(r)),
-        }
+        Ok(self.peek().await?.to_string())
     }
 
-    /// The element's status as a JSON value.
+    /// The element's status as a JSON value (`Null` for an empty anchor): a
+    /// convenience over [`Anchor::stat`].
     pub async fn peek(&self) -> Result<serde_json::Value, Error> {
-        let text = self.peek_json().await?;
-        serde_json::from_str(&text).map_err(|e| Error::Protocol(e.to_string()))
+        Ok(self.stat().await?.map_or(serde_json::Value::Null, |s| s.to_json()))
     }
 
     /// Removes the element held here.
     pub async fn scrub(&self) -> Result<(), Error> {
-        self.client
-            .call(&Request::Scrub {
-                path: self.path.clone(),
-            })
-            .await?;
-        Ok(())
+        self.ask_done(AnchorOp::Scrub).await
     }
 
     /// This anchor as a server handle; valid for `/X…` paths.
@@ -98,22 +105,6 @@ impl Anchor {
 /// A server's root anchor, `/X…`.
 #[derive(Clone)]
 pub struct Server(pub(crate) Anchor);
-
-/// What `peek` says of a server.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ServerStat {
-    /// The server's circuit URL.
-    pub addr: String,
-    /// When it started, RFC 3339.
-    pub joined: String,
-    /// Its version.
-    pub version: String,
-    /// Elements it holds, itself included.
-    pub elements: u64,
-    /// Members of the cluster it sees.
-    pub members: u64,
-}
 
 impl Server {
     /// The server's path, `/X…`.
@@ -128,43 +119,31 @@ impl Server {
 
     /// The server's status.
     pub async fn peek(&self) -> Result<ServerStat, Error> {
-        let text = self.0.peek_json().await?;
-        serde_json::from_str(&text).map_err(|e| Error::Protocol(format!("server status: {e}")))
+        match self.0.stat().await? {
+            Some(ElementStat::Server(s)) => Ok(s),
+            other => Err(Error::wrong_kind(self.path(), "server", other.as_ref())),
+        }
     }
 
     /// Merges this server's cluster with the cluster of the server at `url`
     /// (a no-op when they are already one).
     pub async fn join(&self, url: &str) -> Result<(), Error> {
         let url: circuit_proto::CircuitUrl = url.parse()?;
-        let req = Request::Join {
-            path: self.0.path.clone(),
-            url: url.to_string(),
-        };
-        self.0.client.call(&req).await?;
-        Ok(())
+        self.0.ask_done(ServerOp::Join { url: url.to_string() }).await
     }
 
     /// Makes the server read its config file (`circuit start --config FILE`)
-    /// again and apply the difference; answers what it did, as JSON:
-    /// `{"Created": [...], "Changed": [...], "Removed": [...], "Unchanged": [...], "Failed": [...]}`.
-    pub async fn reload_config(&self) -> Result<String, Error> {
-        let req = Request::ReloadConfig {
-            path: self.0.path.clone(),
-        };
-        match self.0.client.call(&req).await? {
-            Reply::Json(text) => Ok(text),
-            r => Err(Error::Protocol(format!("{r:?}"))),
+    /// again and apply the difference; answers what it did (as JSON:
+    /// `{"Created": [...], "Changed": [...], "Removed": [...], "Unchanged": [...], "Failed": [...]}`).
+    pub async fn reload_config(&self) -> Result<circuit_proto::ReloadReport, Error> {
+        match self.0.ask(ServerOp::ReloadConfig).await? {
+            Reply::Reload(r) => Ok(*r),
+            r => Err(Error::unexpected(&r)),
         }
     }
 
     /// Stops the server cleanly.
     pub async fn stop(&self) -> Result<(), Error> {
-        self.0
-            .client
-            .call(&Request::Stop {
-                path: self.0.path.clone(),
-            })
-            .await?;
-        Ok(())
+        self.0.ask_done(ServerOp::Stop).await
     }
 }

@@ -33,8 +33,7 @@ use std::task::{Context, Poll, ready};
 use circuit_proto::chunk::{self, END, FAIL, MAX_CHUNK};
 use circuit_proto::conn::StreamHandle;
 use circuit_proto::frame::{MAX_FRAME, decode};
-use circuit_proto::{ErrorKind, Path, Reply, Request, Response, WireError};
-use serde::{Deserialize, Serialize};
+use circuit_proto::{ChanOp, Path, Response, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::anchor::Anchor;
@@ -45,14 +44,8 @@ impl Anchor {
     /// waits for a receiver) and places it here. Fails if the anchor already
     /// holds an element.
     pub async fn make_chan(&self, cap: u64) -> Result<Chan, Error> {
-        let req = Request::MakeChan {
-            path: self.path().clone(),
-            cap,
-        };
-        match self.client().call(&req).await? {
-            Reply::Done => Ok(self.chan()),
-            r => Err(Error::Protocol(format!("{r:?}"))),
-        }
+        self.ask_done(ChanOp::Make { cap }).await?;
+        Ok(self.chan())
     }
 
     /// A handle on the channel held here. Nothing is checked until it is used.
@@ -61,21 +54,7 @@ impl Anchor {
     }
 }
 
-/// What `peek` says of a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ChanStat {
-    /// Buffer capacity, in messages.
-    pub cap: u64,
-    /// The channel was closed.
-    pub closed: bool,
-    /// The channel was scrubbed while in use.
-    pub aborted: bool,
-    /// Messages whose senders finished writing them.
-    pub num_send: u64,
-    /// Messages handed whole to a receiver.
-    pub num_recv: u64,
-}
+pub use circuit_proto::ChanStat;
 
 /// A handle on a channel element. Cheap to clone.
 #[derive(Clone)]
@@ -115,13 +94,7 @@ impl Chan {
     /// [`ChanWriter::finish`] (or `shutdown`); dropping the writer before
     /// that abandons the message.
     pub async fn send_stream(&self) -> Result<ChanWriter, Error> {
-        let req = Request::Send {
-            path: self.path().clone(),
-        };
-        match self.0.client().call_stream(&req).await? {
-            (Reply::Done, stream) => Ok(ChanWriter::over(stream)),
-            (r, _) => Err(Error::Protocol(format!("{r:?}"))),
-        }
+        Ok(ChanWriter::over(self.0.open(ChanOp::Send).await?))
     }
 
     /// Receives one message, waiting for one if the channel is empty.
@@ -137,46 +110,25 @@ impl Chan {
     /// end of the message. A read fails if the message was cut short (its
     /// sender went away); the error then says so.
     pub async fn recv_stream(&self) -> Result<ChanReader, Error> {
-        let req = Request::Recv {
-            path: self.path().clone(),
-        };
-        match self.0.client().call_stream(&req).await? {
-            (Reply::Done, stream) => Ok(ChanReader {
-                stream,
-                acc: Vec::new(),
-                state: ReaderState::Header,
-            }),
-            (r, _) => Err(Error::Protocol(format!("{r:?}"))),
-        }
+        Ok(ChanReader {
+            stream: self.0.open(ChanOp::Recv).await?,
+            acc: Vec::new(),
+            state: ReaderState::Header,
+        })
     }
 
     /// Closes the channel: later sends fail, receivers drain what is left.
     /// Fails if it is closed already.
     pub async fn close(&self) -> Result<(), Error> {
-        let req = Request::Close {
-            path: self.path().clone(),
-        };
-        match self.0.client().call(&req).await? {
-            Reply::Done => Ok(()),
-            r => Err(Error::Protocol(format!("{r:?}"))),
-        }
+        self.0.ask_done(ChanOp::Close).await
     }
 
     /// The channel's status now.
     pub async fn peek(&self) -> Result<ChanStat, Error> {
-        let text = self.0.peek_json().await?;
-        if text == "null" {
-            return Err(Error::Remote(WireError::new(
-                ErrorKind::NotFound,
-                format!("no chan at {}", self.path()),
-            )));
+        match self.0.stat().await? {
+            Some(circuit_proto::ElementStat::Chan(s)) => Ok(s),
+            other => Err(Error::missing_or_wrong(self.path(), "chan", "chan", other.as_ref())),
         }
-        serde_json::from_str(&text).map_err(|_| {
-            Error::Remote(WireError::new(
-                ErrorKind::WrongKind,
-                format!("anchor {} does not hold a chan", self.path()),
-            ))
-        })
     }
 
     /// Removes the channel; waiting senders and receivers fail with

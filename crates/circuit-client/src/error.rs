@@ -1,10 +1,11 @@
 use circuit_proto::conn::CallError;
 use circuit_proto::secure::HandshakeError;
 use circuit_proto::url::UrlError;
-use circuit_proto::{ErrorKind, PathError, WireError};
+use circuit_proto::{ElementStat, ErrorKind, Path, PathError, Reply, WireError};
 
 /// Everything that can go wrong talking to a cluster.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A string that is not a circuit URL.
     #[error(transparent)]
@@ -42,7 +43,7 @@ pub enum Error {
     Protocol(String),
     /// Reading or writing an element's byte stream failed.
     #[error("{0}")]
-    Io(std::io::Error),
+    Io(#[from] std::io::Error),
 }
 
 impl Error {
@@ -54,10 +55,41 @@ impl Error {
         }
     }
 
+    /// The path the error is about, when the server named one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Error::Remote(e) => e.path.as_ref(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn from_call(e: CallError, addr: &str) -> Error {
         match e {
             CallError::Closed => Error::Closed(addr.to_string()),
             CallError::Frame(f) => Error::Protocol(f.to_string()),
         }
+    }
+
+    /// A reply of the wrong shape for the request.
+    pub(crate) fn unexpected(r: &Reply) -> Error {
+        Error::Protocol(format!("{} where none was expected", r.name()))
+    }
+
+    /// `peek` through a typed handle found nothing (`no {missing} at …`) or
+    /// another kind (`anchor … does not hold a {kind}`).
+    pub(crate) fn missing_or_wrong(path: &Path, missing: &str, kind: &str, found: Option<&ElementStat>) -> Error {
+        Error::Remote(match found {
+            None => WireError::at(ErrorKind::NotFound, path, format!("no {missing} at {path}")),
+            Some(_) => WireError::at(
+                ErrorKind::WrongKind,
+                path,
+                format!("anchor {path} does not hold a {kind}"),
+            ),
+        })
+    }
+
+    /// A typed handle found another kind (or nothing) at its path.
+    pub(crate) fn wrong_kind(path: &Path, kind: &str, found: Option<&ElementStat>) -> Error {
+        Error::missing_or_wrong(path, kind, kind, found)
     }
 }

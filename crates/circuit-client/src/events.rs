@@ -22,18 +22,22 @@
 //! # Ok(()) }
 //! ```
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use circuit_proto::conn::StreamHandle;
 use circuit_proto::frame::{FrameError, read_frame};
-use circuit_proto::{ClusterStats, Event, Path, Reply, Request};
+use circuit_proto::{AnchorOp, ClusterStats, Event, Path, Reply, Request};
+use futures::stream::{BoxStream, Stream, StreamExt};
 
 use crate::client::Client;
 use crate::error::Error;
 
-/// A live stream of events, from [`Client::events`]. Dropping it ends the
+/// A live stream of events, from [`Client::events`]; a
+/// [`futures::Stream`] of `Result<Event, Error>`. Dropping it ends the
 /// stream on the servers.
 pub struct EventStream {
-    stream: StreamHandle,
-    addr: String,
+    inner: BoxStream<'static, Result<Event, Error>>,
 }
 
 impl EventStream {
@@ -44,12 +48,32 @@ impl EventStream {
     /// comes first). Events lost because this reader (or a server on the
     /// way) fell behind are reported by an [`crate::EventKind::Lost`] event.
     pub async fn next(&mut self) -> Option<Result<Event, Error>> {
-        match read_frame::<Event, _>(&mut self.stream).await {
-            Ok(ev) => Some(Ok(ev)),
-            Err(FrameError::Eof) => None,
-            Err(FrameError::Io(_)) => Some(Err(Error::Closed(self.addr.clone()))),
-            Err(e) => Some(Err(Error::Protocol(e.to_string()))),
-        }
+        self.inner.next().await
+    }
+
+    fn over(stream: StreamHandle, addr: String) -> EventStream {
+        // The state is `None` once an error has ended the stream.
+        let inner = futures::stream::unfold(Some(stream), move |state| {
+            let addr = addr.clone();
+            async move {
+                let mut stream = state?;
+                match read_frame::<Event, _>(&mut stream).await {
+                    Ok(ev) => Some((Ok(ev), Some(stream))),
+                    Err(FrameError::Eof) => None,
+                    Err(FrameError::Io(_)) => Some((Err(Error::Closed(addr)), None)),
+                    Err(e) => Some((Err(Error::Protocol(e.to_string())), None)),
+                }
+            }
+        });
+        EventStream { inner: inner.boxed() }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Event, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
     }
 }
 
@@ -59,13 +83,9 @@ impl Client {
     /// server's elements, `/X…/a/b` for a subtree. Membership events
     /// (`joined`, `left`) are about `/X…` paths, so they come only on `/`.
     pub async fn events(&self, path: Path) -> Result<EventStream, Error> {
-        let (reply, stream) = self.call_stream(&Request::Events { path }).await?;
-        match reply {
-            Reply::Done => Ok(EventStream {
-                stream,
-                addr: self.url().addr.clone(),
-            }),
-            r => Err(Error::Protocol(format!("{r:?}"))),
+        match self.call_stream(&Request::new(path, AnchorOp::Events)).await? {
+            (Reply::Done, stream) => Ok(EventStream::over(stream, self.url().addr.clone())),
+            (r, _) => Err(Error::unexpected(&r)),
         }
     }
 
@@ -75,9 +95,9 @@ impl Client {
     /// ([`circuit_proto::stats::SAMPLE_MS`]) when asked, so this takes that
     /// long. A member that could not answer is listed with its `error`.
     pub async fn stats(&self, path: Path) -> Result<ClusterStats, Error> {
-        match self.call(&Request::Stats { path }).await? {
-            Reply::Json(text) => serde_json::from_str(&text).map_err(|e| Error::Protocol(format!("stats: {e}"))),
-            r => Err(Error::Protocol(format!("{r:?}"))),
+        match self.call(&Request::new(path, AnchorOp::Stats)).await? {
+            Reply::Stats(s) => Ok(s),
+            r => Err(Error::unexpected(&r)),
         }
     }
 }

@@ -25,12 +25,13 @@ mod proc;
 mod subscription;
 mod watch;
 
-pub use anchor::{Anchor, Server, ServerStat};
-pub use chan::{Chan, ChanReader, ChanStat, ChanWriter};
+pub use anchor::{Anchor, Server};
+pub use chan::{Chan, ChanReader, ChanWriter};
 pub use circuit_proto::stats::SAMPLE_MS;
 pub use circuit_proto::{
-    CircuitUrl, ClusterStats, Entry, ErrorKind, Event, EventKind, Key, Path, ProcExit, ProcPhase, ProcSpec, ProcStat,
-    ProcessStats, ServerId, ServerStats, SubscriptionSource, SubscriptionStat, WireError,
+    ChanStat, CircuitUrl, ClusterStats, ElementKind, ElementStat, Entry, ErrorKind, Event, EventKind, Key, Path,
+    ProcExit, ProcPhase, ProcSpec, ProcStat, ProcessStats, ReloadFailure, ReloadReport, ServerId, ServerStat,
+    ServerStats, SubscriptionSource, SubscriptionStat, WireError,
 };
 pub use circuit_proto::{FileOutput, HooksSpec, OutputSpec};
 pub use circuit_proto::{FlappingSpec, ScaleOp, WatchAction, WatchProcStat, WatchSpec, WatchStat, WatchState};

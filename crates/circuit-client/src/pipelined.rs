@@ -31,7 +31,7 @@ use circuit_proto::chunk::{self, Chunk, MAX_CHUNK};
 use circuit_proto::conn::StreamHandle;
 use circuit_proto::frame;
 use circuit_proto::msg::{PLACED_EVERY, Placed};
-use circuit_proto::{ErrorKind, Path, Reply, Request, WireError};
+use circuit_proto::{ChanOp, ErrorKind, Path, Reply, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::chan::Chan;
@@ -55,10 +55,7 @@ impl Chan {
     /// A pipelined sender that lets up to `window` messages (at least 1)
     /// be written but not yet placed.
     pub async fn sender_with_window(&self, window: u64) -> Result<ChanSender, Error> {
-        let req = Request::SendMany {
-            path: self.path().clone(),
-        };
-        match self.anchor().client().call_stream(&req).await? {
+        match self.anchor().open_with(ChanOp::SendMany).await? {
             (Reply::Done, stream) => Ok(ChanSender {
                 path: self.path().clone(),
                 stream,
@@ -71,7 +68,7 @@ impl Chan {
                 open: false,
                 failure: None,
             }),
-            (r, _) => Err(Error::Protocol(format!("{r:?}"))),
+            (r, _) => Err(Error::unexpected(&r)),
         }
     }
 
@@ -84,10 +81,7 @@ impl Chan {
     /// A pipelined receiver that lets the server take up to `credit`
     /// messages (at least 1) ahead of [`ChanReceiver::recv`].
     pub async fn receiver_with_credit(&self, credit: u32) -> Result<ChanReceiver, Error> {
-        let req = Request::RecvMany {
-            path: self.path().clone(),
-        };
-        match self.anchor().client().call_stream(&req).await? {
+        match self.anchor().open_with(ChanOp::RecvMany).await? {
             (Reply::Done, stream) => {
                 let (credit, first) = Credit::new(credit);
                 let mut r = ChanReceiver {
@@ -103,7 +97,7 @@ impl Chan {
                 r.drain().await?;
                 Ok(r)
             }
-            (r, _) => Err(Error::Protocol(format!("{r:?}"))),
+            (r, _) => Err(Error::unexpected(&r)),
         }
     }
 }

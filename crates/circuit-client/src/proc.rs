@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use circuit_proto::conn::StreamHandle;
-use circuit_proto::{ErrorKind, Path, ProcSpec, ProcStat, Reply, Request, WireError};
+use circuit_proto::{Path, ProcOp, ProcSpec, ProcStat, Reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::anchor::Anchor;
@@ -34,14 +34,8 @@ impl Anchor {
     /// started (the error is the OS's; the element then stays, in phase
     /// `unknown`, unless `spec.scrub` is set).
     pub async fn make_proc(&self, spec: ProcSpec) -> Result<Proc, Error> {
-        let req = Request::MakeProc {
-            path: self.path().clone(),
-            spec,
-        };
-        match self.client().call(&req).await? {
-            Reply::Done => Ok(self.proc()),
-            r => Err(Error::Protocol(format!("{r:?}"))),
-        }
+        self.ask_done(ProcOp::Make(spec)).await?;
+        Ok(self.proc())
     }
 
     /// A handle on the process held here. Nothing is checked until it is used.
@@ -67,47 +61,26 @@ impl Proc {
 
     /// The process's status now.
     pub async fn peek(&self) -> Result<ProcStat, Error> {
-        let text = self.0.peek_json().await?;
-        if text == "null" {
-            return Err(Error::Remote(WireError::new(
-                ErrorKind::NotFound,
-                format!("no process at {}", self.path()),
-            )));
+        match self.0.stat().await? {
+            Some(circuit_proto::ElementStat::Proc(s)) => Ok(s),
+            other => Err(Error::missing_or_wrong(self.path(), "process", "proc", other.as_ref())),
         }
-        serde_json::from_str(&text).map_err(|_| {
-            Error::Remote(WireError::new(
-                ErrorKind::WrongKind,
-                format!("anchor {} does not hold a proc", self.path()),
-            ))
-        })
     }
 
     /// Waits until the process has ended and returns its final status (at
     /// once if it has ended already). Fails with [`ErrorKind::Aborted`] if the
     /// element is scrubbed meanwhile.
     pub async fn wait(&self) -> Result<ProcStat, Error> {
-        match self
-            .call(Request::Wait {
-                path: self.path().clone(),
-            })
-            .await?
-        {
-            Reply::Json(text) => {
-                serde_json::from_str(&text).map_err(|e| Error::Protocol(format!("process status: {e}")))
-            }
-            r => Err(Error::Protocol(format!("{r:?}"))),
+        match self.0.ask(ProcOp::Wait).await? {
+            Reply::Exit(stat) => Ok(*stat),
+            r => Err(Error::unexpected(&r)),
         }
     }
 
     /// Sends a signal: a name (`TERM`, `SIGTERM`, `term`) or a number (`15`),
     /// resolved by the server.
     pub async fn signal(&self, signal: &str) -> Result<(), Error> {
-        self.call(Request::Signal {
-            path: self.path().clone(),
-            signal: signal.to_string(),
-        })
-        .await?;
-        Ok(())
+        self.0.ask_done(ProcOp::Signal(signal.to_string())).await
     }
 
     /// Removes the element. A running process keeps running (detached); the
@@ -119,11 +92,7 @@ impl Proc {
     /// Takes the process's stdin for writing (one writer at a time). Close it
     /// with [`ProcStdin::close`] to close the process's stdin.
     pub async fn stdin(&self) -> Result<ProcStdin, Error> {
-        let stream = self
-            .open(Request::Stdin {
-                path: self.path().clone(),
-            })
-            .await?;
+        let stream = self.0.open(ProcOp::Stdin).await?;
         Ok(ProcStdin {
             writer: ChanWriter::over(stream),
         })
@@ -132,33 +101,14 @@ impl Proc {
     /// Reads the process's stdout (one reader at a time), until end of file.
     /// Dropping the reader early leaves the rest for the next reader.
     pub async fn stdout(&self) -> Result<ProcOutput, Error> {
-        let stream = self
-            .open(Request::Stdout {
-                path: self.path().clone(),
-            })
-            .await?;
+        let stream = self.0.open(ProcOp::Stdout).await?;
         Ok(ProcOutput { stream })
     }
 
     /// Reads the process's stderr, as [`Proc::stdout`].
     pub async fn stderr(&self) -> Result<ProcOutput, Error> {
-        let stream = self
-            .open(Request::Stderr {
-                path: self.path().clone(),
-            })
-            .await?;
+        let stream = self.0.open(ProcOp::Stderr).await?;
         Ok(ProcOutput { stream })
-    }
-
-    async fn call(&self, req: Request) -> Result<Reply, Error> {
-        Ok(self.0.client().call_stream(&req).await?.0)
-    }
-
-    async fn open(&self, req: Request) -> Result<StreamHandle, Error> {
-        match self.0.client().call_stream(&req).await? {
-            (Reply::Done, stream) => Ok(stream),
-            (r, _) => Err(Error::Protocol(format!("{r:?}"))),
-        }
     }
 }
 

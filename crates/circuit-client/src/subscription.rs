@@ -21,7 +21,7 @@
 
 use circuit_proto::chunk::{self, Chunk};
 use circuit_proto::frame::FrameError;
-use circuit_proto::{ErrorKind, Path, Reply, Request, SubscriptionSource, SubscriptionStat, WireError};
+use circuit_proto::{ChanOp, Path, SubscriptionOp, SubscriptionSource, SubscriptionStat};
 
 use crate::anchor::Anchor;
 use crate::error::Error;
@@ -34,14 +34,8 @@ impl Anchor {
     /// here. It sees the events from now on. Fails if the anchor already
     /// holds an element.
     pub async fn make_subscription(&self, source: SubscriptionSource) -> Result<Subscription, Error> {
-        let req = Request::MakeSubscription {
-            path: self.path().clone(),
-            source,
-        };
-        match self.client().call(&req).await? {
-            Reply::Done => Ok(self.subscription()),
-            r => Err(Error::Protocol(format!("{r:?}"))),
-        }
+        self.ask_done(SubscriptionOp::Make(source)).await?;
+        Ok(self.subscription())
     }
 
     /// A handle on the subscription held here. Nothing is checked until it
@@ -70,13 +64,7 @@ impl Subscription {
     /// that joined or left. Fails once the subscription is scrubbed (also
     /// while waiting) or closed and drained.
     pub async fn recv(&self) -> Result<Path, Error> {
-        let req = Request::Recv {
-            path: self.path().clone(),
-        };
-        let mut stream = match self.0.client().call_stream(&req).await? {
-            (Reply::Done, stream) => stream,
-            (r, _) => return Err(Error::Protocol(format!("{r:?}"))),
-        };
+        let mut stream = self.0.open(ChanOp::Recv).await?;
         let mut msg = Vec::new();
         loop {
             match chunk::read_chunk(&mut stream).await {
@@ -114,19 +102,15 @@ impl Subscription {
     /// The subscription's status now: its source, pending and dropped
     /// events, and whether it is closed.
     pub async fn peek(&self) -> Result<SubscriptionStat, Error> {
-        let text = self.0.peek_json().await?;
-        if text == "null" {
-            return Err(Error::Remote(WireError::new(
-                ErrorKind::NotFound,
-                format!("no subscription at {}", self.path()),
-            )));
+        match self.0.stat().await? {
+            Some(circuit_proto::ElementStat::Subscription(s)) => Ok(s),
+            other => Err(Error::missing_or_wrong(
+                self.path(),
+                "subscription",
+                "subscription",
+                other.as_ref(),
+            )),
         }
-        serde_json::from_str(&text).map_err(|_| {
-            Error::Remote(WireError::new(
-                ErrorKind::WrongKind,
-                format!("anchor {} does not hold a subscription", self.path()),
-            ))
-        })
     }
 
     /// Removes the subscription; waiting receivers fail with

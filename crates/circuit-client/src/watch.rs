@@ -17,7 +17,7 @@
 //! # Ok(()) }
 //! ```
 
-use circuit_proto::{ErrorKind, Path, Reply, Request, ScaleOp, WatchAction, WatchSpec, WatchStat, WireError};
+use circuit_proto::{Path, ProcOp, Reply, ScaleOp, WatchAction, WatchOp, WatchSpec, WatchStat};
 
 use crate::anchor::Anchor;
 use crate::error::Error;
@@ -28,14 +28,8 @@ impl Anchor {
     /// holds an element, if the spec is invalid, or if a first process cannot
     /// be started (then nothing is kept).
     pub async fn make_watch(&self, spec: WatchSpec) -> Result<Watch, Error> {
-        let req = Request::MakeWatch {
-            path: self.path().clone(),
-            spec: Box::new(spec),
-        };
-        match self.client().call(&req).await? {
-            Reply::Done => Ok(self.watch()),
-            r => Err(Error::Protocol(format!("{r:?}"))),
-        }
+        self.ask_done(WatchOp::Make(Box::new(spec))).await?;
+        Ok(self.watch())
     }
 
     /// A handle on the watcher held here. Nothing is checked until it is used.
@@ -62,31 +56,15 @@ impl Watch {
     /// The watcher's status: spec, state, flapping retries, and each running
     /// process with its slot, pid, start time, restarts, CPU and memory.
     pub async fn peek(&self) -> Result<WatchStat, Error> {
-        let text = self.0.peek_json().await?;
-        if text == "null" {
-            return Err(Error::Remote(WireError::new(
-                ErrorKind::NotFound,
-                format!("no watch at {}", self.path()),
-            )));
+        match self.0.stat().await? {
+            Some(circuit_proto::ElementStat::Watch(s)) => Ok(*s),
+            other => Err(Error::missing_or_wrong(self.path(), "watch", "watch", other.as_ref())),
         }
-        serde_json::from_str(&text).map_err(|_| {
-            Error::Remote(WireError::new(
-                ErrorKind::WrongKind,
-                format!("anchor {} does not hold a watch", self.path()),
-            ))
-        })
     }
 
     /// Starts, stops, restarts or reloads the watcher (see [`WatchAction`]).
     pub async fn control(&self, action: WatchAction) -> Result<(), Error> {
-        self.0
-            .client()
-            .call(&Request::WatchCtl {
-                path: self.path().clone(),
-                action,
-            })
-            .await?;
-        Ok(())
+        self.0.ask_done(WatchOp::Control(action)).await
     }
 
     /// Starts the missing processes (also after flapping stopped it).
@@ -100,16 +78,9 @@ impl Watch {
     }
 
     async fn scale(&self, op: ScaleOp) -> Result<u32, Error> {
-        let req = Request::Scale {
-            path: self.path().clone(),
-            op,
-        };
-        match self.0.client().call(&req).await? {
-            Reply::Json(n) => n
-                .trim()
-                .parse()
-                .map_err(|_| Error::Protocol(format!("process count {n:?}"))),
-            r => Err(Error::Protocol(format!("{r:?}"))),
+        match self.0.ask(WatchOp::Scale(op)).await? {
+            Reply::Count(n) => u32::try_from(n).map_err(|_| Error::Protocol(format!("a process count of {n}"))),
+            r => Err(Error::unexpected(&r)),
         }
     }
 
@@ -136,14 +107,7 @@ impl Watch {
 
     /// Sends a signal (a name like `HUP` or a number) to every running process.
     pub async fn signal(&self, signal: &str) -> Result<(), Error> {
-        self.0
-            .client()
-            .call(&Request::Signal {
-                path: self.path().clone(),
-                signal: signal.to_string(),
-            })
-            .await?;
-        Ok(())
+        self.0.ask_done(ProcOp::Signal(signal.to_string())).await
     }
 
     /// Removes the watcher; its processes are stopped gracefully (stop

@@ -19,7 +19,7 @@ pub const END: u32 = 0;
 pub const FAIL: u32 = u32::MAX;
 
 /// A word some streams allow between two messages, alone: the writer asks
-/// the reader to report (see [`crate::Request::SendMany`]).
+/// the reader to report (see [`crate::ChanOp::SendMany`]).
 pub const SYNC: u32 = u32::MAX - 1;
 
 /// One piece of a message as read from a stream.

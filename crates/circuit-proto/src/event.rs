@@ -1,4 +1,4 @@
-//! Cluster events ([`crate::Request::Events`]) and their JSON shape.
+//! Cluster events ([`crate::AnchorOp::Events`]) and their JSON shape.
 //!
 //! On the wire an [`Event`] is a postcard frame. At the command line's edge
 //! it is one JSON object per line ([`Event::to_json`]), always starting with

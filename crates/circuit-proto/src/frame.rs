@@ -77,14 +77,12 @@ pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(w: &mut W, v: &T) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msg::{Request, Response};
+    use crate::msg::{AnchorOp, Request, Response};
     use crate::path::Path;
 
     #[tokio::test]
     async fn round_trip_and_limits() {
-        let req = Request::Peek {
-            path: "/X0000000000000001/a".parse::<Path>().unwrap(),
-        };
+        let req = Request::new("/X0000000000000001/a".parse::<Path>().unwrap(), AnchorOp::Peek);
         let buf = encode(&req).unwrap();
         let mut r = &buf[..];
         let back: Request = read_frame(&mut r).await.unwrap();
@@ -111,9 +109,7 @@ mod tests {
 
     #[test]
     fn split_takes_whole_frames_only() {
-        let req = Request::Peek {
-            path: "/X0000000000000001/a".parse::<Path>().unwrap(),
-        };
+        let req = Request::new("/X0000000000000001/a".parse::<Path>().unwrap(), AnchorOp::Peek);
         let one = encode(&req).unwrap();
         let mut two = one.clone();
         two.extend_from_slice(&one);

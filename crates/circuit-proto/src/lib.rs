@@ -3,8 +3,10 @@
 //! the secure channel and the multiplexed connection built on it.
 
 pub mod beacon;
+pub mod chan;
 pub mod chunk;
 pub mod conn;
+pub mod element;
 pub mod event;
 pub mod frame;
 pub mod msg;
@@ -16,8 +18,13 @@ pub mod subscription;
 pub mod url;
 pub mod watch;
 
+pub use chan::ChanStat;
+pub use element::{ElementKind, ElementStat, ServerStat};
 pub use event::{Event, EventKind};
-pub use msg::{Entry, ErrorKind, Reply, Request, Response, WireError};
+pub use msg::{AnchorOp, ChanOp, Op, ProcOp, ServerOp, SubscriptionOp, WatchOp};
+pub use msg::{
+    Entry, ErrorKind, Member, MemberState, ReloadFailure, ReloadReport, Reply, Request, Response, WireError,
+};
 pub use path::{Path, PathError, ServerId};
 pub use proc::{ProcExit, ProcPhase, ProcSpec, ProcStat};
 pub use secure::Key;

@@ -3,66 +3,133 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::path::Path;
-use crate::proc::ProcSpec;
+use crate::element::{ElementKind, ElementStat};
+use crate::path::{Path, ServerId};
+use crate::proc::{ProcSpec, ProcStat};
+use crate::stats::ClusterStats;
 use crate::subscription::SubscriptionSource;
 use crate::watch::{ScaleOp, WatchAction, WatchSpec};
 
-/// What a client (or a forwarding server) asks of a server.
+/// What a client (or a forwarding server) asks of a server: an operation
+/// on a path. The path's first component picks the server; the operation
+/// picks the element kind that serves it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Request {
-    /// Children of `path`, sorted; every descendant when `recursive`.
+pub struct Request {
+    /// Where: `/`, a server `/X…`, or an anchor below one.
+    pub path: Path,
+    /// What.
+    pub op: Op,
+}
+
+/// An operation, grouped by the kind of element that serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// On any anchor, whatever it holds.
+    Anchor(AnchorOp),
+    /// On a server's root `/X…`.
+    Server(ServerOp),
+    /// On a process; a watcher answers `Stdout`, `Stderr` and `Signal` too.
+    Proc(ProcOp),
+    /// On a channel; a subscription answers `Recv` too.
+    Chan(ChanOp),
+    /// On a watcher.
+    Watch(WatchOp),
+    /// On a membership subscription.
+    Subscription(SubscriptionOp),
+}
+
+/// Operations on any anchor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AnchorOp {
+    /// Children of the path, sorted; every descendant when `recursive`.
     /// At `/`, the live servers.
-    List { path: Path, recursive: bool },
-    /// The status of the element at `path` as JSON; `null` for an empty anchor.
-    Peek { path: Path },
-    /// Remove the element at `path`.
-    Scrub { path: Path },
-    /// Stop the server `path` names, cleanly.
-    Stop { path: Path },
-    /// Merge the cluster of the server `path` names with the one of `url`.
-    Join { path: Path, url: String },
-    /// The membership state of the server `path` names (JSON), so a server
-    /// that just joined learns every member at once.
-    Members { path: Path },
-    /// Start a process and hold it at `path` (answered once it has started,
-    /// or failed to).
-    MakeProc { path: Path, spec: ProcSpec },
-    /// Write into the stdin of the process at `path`: after `Done`, the
-    /// client streams bytes and closes its side; the server closes the
+    List {
+        /// Every descendant, in pre-order.
+        recursive: bool,
+    },
+    /// The status of the element held there ([`Reply::Stat`]); `None` for
+    /// an empty anchor.
+    Peek,
+    /// Remove the element held there.
+    Scrub,
+    /// Stream the events ([`crate::Event`]) about the path and below, from
+    /// now on, until the client goes away. At `/`, the server asked merges
+    /// the events of every member (members that join later included). The
+    /// server answers `Done`, then sends one frame per event. It never
+    /// waits on a slow reader: events it cannot hand on are dropped and
+    /// reported by an [`crate::EventKind::Lost`] event.
+    Events,
+    /// CPU, memory and uptime of the servers and of the processes of the
+    /// elements at the path and below ([`Reply::Stats`]); at `/`, of every
+    /// member.
+    Stats,
+}
+
+/// Operations on a server's root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServerOp {
+    /// Stop the server, cleanly.
+    Stop,
+    /// Merge its cluster with the one of the server at `url`.
+    Join {
+        /// A circuit URL.
+        url: String,
+    },
+    /// Its membership state ([`Reply::Members`]), so a server that just
+    /// joined learns every member at once.
+    Members,
+    /// Read its config file again and apply the difference to the elements
+    /// made from it ([`Reply::Reload`]).
+    ReloadConfig,
+}
+
+/// Operations on a process element.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProcOp {
+    /// Start a process and hold it at the path (answered once it has
+    /// started, or failed to).
+    Make(ProcSpec),
+    /// Write into its stdin: after `Done`, the client streams chunks
+    /// ([`crate::chunk`]) closed by an end chunk; the server closes the
     /// process's stdin and answers with a second response frame.
-    Stdin { path: Path },
-    /// Read the stdout of the process at `path`: after `Done`, raw bytes
-    /// until end of file. The client sends nothing more and keeps its side
-    /// open while it reads: the server takes a close or reset as the reader
-    /// leaving, and keeps the rest of the output for the next one.
-    Stdout { path: Path },
-    /// Read the stderr of the process at `path`, as [`Request::Stdout`].
-    Stderr { path: Path },
-    /// Block until the process at `path` has ended; the answer is its
-    /// status as JSON ([`crate::ProcStat`]). The server gives up if the
-    /// client closes its side first.
-    Wait { path: Path },
-    /// Send a signal to the process at `path`. The signal is a name (`TERM`,
-    /// `SIGTERM`, `term`) or a number (`15`), resolved by the server, since
-    /// numbers differ between platforms.
-    Signal { path: Path, signal: String },
-    /// Make a channel holding up to `cap` buffered messages at `path`.
-    MakeChan { path: Path, cap: u64 },
-    /// Send one message on the channel at `path`. The server answers `Done`
-    /// once the message has a place (buffer room or a waiting receiver); the
-    /// client then streams the message as chunks ([`crate::chunk`]) closed by
-    /// an end chunk, and the server answers with a second response frame
-    /// once the whole message is in the channel.
-    Send { path: Path },
-    /// Receive one message from the channel at `path`. The server answers
-    /// `Done` once a message is available, then streams it as chunks
-    /// ([`crate::chunk`]) closed by an end chunk or a failure. On a
-    /// subscription ([`Request::MakeSubscription`]) it takes one event the
-    /// same way: `Done` once there is one, then the message `/X…\n`.
-    Recv { path: Path },
-    /// Close the channel at `path`: later sends fail, receivers drain it.
-    Close { path: Path },
+    Stdin,
+    /// Read its stdout: after `Done`, raw bytes until end of file, then an
+    /// end marker ([`crate::chunk::OUT_END`]) once the output is whole. The
+    /// client sends nothing more and keeps its side open while it reads:
+    /// the server takes a close or reset as the reader leaving, and keeps
+    /// the rest of the output for the next one.
+    Stdout,
+    /// Read its stderr, as `Stdout`.
+    Stderr,
+    /// Block until it has ended; the answer is its status ([`Reply::Exit`]).
+    /// The server gives up if the client closes its side first.
+    Wait,
+    /// Send it a signal: a name (`TERM`, `SIGTERM`, `term`) or a number
+    /// (`15`), resolved by the server, since numbers differ between platforms.
+    Signal(String),
+}
+
+/// Operations on a channel element.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ChanOp {
+    /// Make a channel holding up to `cap` buffered messages.
+    Make {
+        /// Buffered messages it holds.
+        cap: u64,
+    },
+    /// Send one message. The server answers `Done` once the message has a
+    /// place (buffer room or a waiting receiver); the client then streams
+    /// the message as chunks ([`crate::chunk`]) closed by an end chunk, and
+    /// the server answers with a second response frame once the whole
+    /// message is in the channel.
+    Send,
+    /// Receive one message. The server answers `Done` once a message is
+    /// available, then streams it as chunks closed by an end chunk or a
+    /// failure. On a subscription it takes one event the same way: `Done`
+    /// once there is one, then the message `/X…\n`.
+    Recv,
+    /// Close it: later sends fail, receivers drain it.
+    Close,
     /// Send many messages, in order, on one stream (a pipelined sender).
     /// The server answers `Done` at once (or the error: no chan there).
     /// The client then streams messages, each as chunks ([`crate::chunk`])
@@ -81,7 +148,7 @@ pub enum Request {
     /// The client ends the stream (close or reset) between messages; a
     /// message the end of the stream cuts short is abandoned, while the
     /// whole messages before it are still placed.
-    SendMany { path: Path },
+    SendMany,
     /// Receive many messages, in order, on one stream (a pipelined
     /// receiver). The server answers `Done` at once (or the error). The
     /// client grants credit as 4-byte little-endian words, each allowing
@@ -92,36 +159,30 @@ pub enum Request {
     /// [`ErrorKind::Closed`] or [`ErrorKind::Aborted`], the stream. The
     /// client ends the stream by closing or resetting it; a message taken
     /// but not yet written goes back to the head of the channel.
-    RecvMany { path: Path },
-    /// Make a membership subscription at `path`: from now on, each server
-    /// that joins (or leaves) the cluster is an event, received with
-    /// [`Request::Recv`] as one message holding its path and a newline.
-    MakeSubscription { path: Path, source: SubscriptionSource },
-    /// Make a watcher at `path` that keeps `spec.num_processes` copies of a
-    /// command running (answered once the first copies have started, or one
-    /// could not be).
-    MakeWatch { path: Path, spec: Box<WatchSpec> },
-    /// Start, stop, restart or reload the watcher at `path`.
-    WatchCtl { path: Path, action: WatchAction },
-    /// Read or change the process count of the watcher at `path`; the
-    /// answer is the count after the change, as JSON.
-    Scale { path: Path, op: ScaleOp },
-    /// Stream the events ([`crate::Event`]) about `path` and below, from
-    /// now on, until the client goes away. At `/`, the server asked merges
-    /// the events of every member (members that join later included). The
-    /// server answers `Done`, then sends one frame per event. It never
-    /// waits on a slow reader: events it cannot hand on are dropped and
-    /// reported by an [`crate::EventKind::Lost`] event.
-    Events { path: Path },
-    /// CPU, memory and uptime of the servers and of the processes of the
-    /// elements at `path` and below, answered as JSON
-    /// ([`crate::ClusterStats`]); at `/`, of every member.
-    Stats { path: Path },
-    /// Read the config file of the server at `path` (`/X…`) again and
-    /// apply the difference to the elements made from it; the answer is
-    /// JSON: `{"Created": [...], "Changed": [...], "Removed": [...],
-    /// "Unchanged": [...], "Failed": [{"Path": ..., "Error": ...}]}`.
-    ReloadConfig { path: Path },
+    RecvMany,
+}
+
+/// Operations on a watcher element.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WatchOp {
+    /// Make a watcher that keeps `spec.num_processes` copies of a command
+    /// running (answered once the first copies have started, or one could
+    /// not be).
+    Make(Box<WatchSpec>),
+    /// Start, stop, restart or reload it.
+    Control(WatchAction),
+    /// Read or change its process count; the answer is the count after the
+    /// change ([`Reply::Count`]).
+    Scale(ScaleOp),
+}
+
+/// Operations on a membership subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SubscriptionOp {
+    /// Make a subscription: from now on, each server that joins (or leaves)
+    /// the cluster is an event, received with [`ChanOp::Recv`] as one
+    /// message holding its path and a newline.
+    Make(SubscriptionSource),
 }
 
 /// A [`Request::SendMany`] server reports at least this often, in placed
@@ -134,73 +195,93 @@ pub const PLACED_EVERY: u64 = 16;
 pub type Placed = Result<u64, WireError>;
 
 impl Request {
+    /// A request for `op` at `path`.
+    pub fn new(path: Path, op: impl Into<Op>) -> Request {
+        Request { path, op: op.into() }
+    }
+
     /// The path the request is about; its first component picks the server.
     pub fn path(&self) -> &Path {
-        match self {
-            Request::List { path, .. }
-            | Request::Peek { path }
-            | Request::Scrub { path }
-            | Request::Stop { path }
-            | Request::Join { path, .. }
-            | Request::Members { path } => path,
-            Request::MakeProc { path, .. }
-            | Request::Stdin { path }
-            | Request::Stdout { path }
-            | Request::Stderr { path }
-            | Request::Wait { path }
-            | Request::Signal { path, .. } => path,
-            Request::MakeChan { path, .. }
-            | Request::Send { path }
-            | Request::Recv { path }
-            | Request::Close { path }
-            | Request::SendMany { path }
-            | Request::RecvMany { path } => path,
-            Request::MakeSubscription { path, .. } => path,
-            Request::MakeWatch { path, .. } | Request::WatchCtl { path, .. } | Request::Scale { path, .. } => path,
-            Request::Events { path } | Request::Stats { path } => path,
-            Request::ReloadConfig { path } => path,
-        }
+        &self.path
     }
 
     /// A short name for logs.
     pub fn verb(&self) -> &'static str {
-        match self {
-            Request::List { .. } => "ls",
-            Request::Peek { .. } => "peek",
-            Request::Scrub { .. } => "scrub",
-            Request::Stop { .. } => "stop",
-            Request::Join { .. } => "join",
-            Request::Members { .. } => "members",
-            Request::MakeProc { .. } => "mkproc",
-            Request::Stdin { .. } => "stdin",
-            Request::Stdout { .. } => "stdout",
-            Request::Stderr { .. } => "stderr",
-            Request::Wait { .. } => "wait",
-            Request::Signal { .. } => "signal",
-            Request::MakeChan { .. } => "mkchan",
-            Request::Send { .. } => "send",
-            Request::Recv { .. } => "recv",
-            Request::Close { .. } => "close",
-            Request::SendMany { .. } => "sendmany",
-            Request::RecvMany { .. } => "recvmany",
-            Request::MakeSubscription { source, .. } => source.verb(),
-            Request::MakeWatch { .. } => "mkwatch",
-            Request::WatchCtl { .. } => "watch",
-            Request::Scale { .. } => "numprocs",
-            Request::Events { .. } => "events",
-            Request::Stats { .. } => "stats",
-            Request::ReloadConfig { .. } => "reloadconfig",
-        }
+        self.op.verb()
     }
 }
+
+impl Op {
+    /// A short name for logs (the CLI command that asks it).
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Op::Anchor(op) => match op {
+                AnchorOp::List { .. } => "ls",
+                AnchorOp::Peek => "peek",
+                AnchorOp::Scrub => "scrub",
+                AnchorOp::Events => "events",
+                AnchorOp::Stats => "stats",
+            },
+            Op::Server(op) => match op {
+                ServerOp::Stop => "stop",
+                ServerOp::Join { .. } => "join",
+                ServerOp::Members => "members",
+                ServerOp::ReloadConfig => "reloadconfig",
+            },
+            Op::Proc(op) => match op {
+                ProcOp::Make(_) => "mkproc",
+                ProcOp::Stdin => "stdin",
+                ProcOp::Stdout => "stdout",
+                ProcOp::Stderr => "stderr",
+                ProcOp::Wait => "wait",
+                ProcOp::Signal(_) => "signal",
+            },
+            Op::Chan(op) => match op {
+                ChanOp::Make { .. } => "mkchan",
+                ChanOp::Send => "send",
+                ChanOp::Recv => "recv",
+                ChanOp::Close => "close",
+                ChanOp::SendMany => "sendmany",
+                ChanOp::RecvMany => "recvmany",
+            },
+            Op::Watch(op) => match op {
+                WatchOp::Make(_) => "mkwatch",
+                WatchOp::Control(_) => "watch",
+                WatchOp::Scale(_) => "numprocs",
+            },
+            Op::Subscription(SubscriptionOp::Make(source)) => source.verb(),
+        }
+    }
+
+    /// True when the answer may wait on something else (a message, an
+    /// exit, a member): the server acknowledges such streams at once.
+    pub fn may_wait(&self) -> bool {
+        !matches!(
+            self,
+            Op::Anchor(AnchorOp::List { .. } | AnchorOp::Peek | AnchorOp::Scrub)
+                | Op::Chan(ChanOp::Make { .. } | ChanOp::Close)
+        )
+    }
+}
+
+macro_rules! op_from {
+    ($($t:ident => $v:ident),*) => {$(
+        impl From<$t> for Op {
+            fn from(op: $t) -> Op {
+                Op::$v(op)
+            }
+        }
+    )*};
+}
+op_from!(AnchorOp => Anchor, ServerOp => Server, ProcOp => Proc, ChanOp => Chan, WatchOp => Watch, SubscriptionOp => Subscription);
 
 /// One line of a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Full path of the anchor.
     pub path: Path,
-    /// Kind of its element (`server`, `proc`, …), or empty for an empty anchor.
-    pub kind: String,
+    /// Kind of its element; `None` for an empty anchor.
+    pub kind: Option<ElementKind>,
 }
 
 /// A successful answer.
@@ -210,8 +291,91 @@ pub enum Reply {
     Done,
     /// A listing.
     List(Vec<Entry>),
-    /// A JSON document (peek output), as text: the wire format is not self-describing.
-    Json(String),
+    /// What `peek` says: the element's status, `None` for an empty anchor.
+    Stat(Option<ElementStat>),
+    /// How a process ended (`wait`).
+    Exit(Box<ProcStat>),
+    /// A count (a watcher's processes after `numprocs`, `incr`, `decr`).
+    Count(u64),
+    /// A server's view of the cluster's members.
+    Members(Vec<Member>),
+    /// CPU, memory and uptime (`stats`).
+    Stats(ClusterStats),
+    /// What `reloadconfig` did.
+    Reload(Box<ReloadReport>),
+}
+
+impl Reply {
+    /// A short name of the variant, for "unexpected answer" errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reply::Done => "done",
+            Reply::List(_) => "a listing",
+            Reply::Stat(_) => "a status",
+            Reply::Exit(_) => "an exit status",
+            Reply::Count(_) => "a count",
+            Reply::Members(_) => "a member list",
+            Reply::Stats(_) => "statistics",
+            Reply::Reload(_) => "a reload report",
+        }
+    }
+}
+
+/// A member of the cluster as one server sees it (for [`ServerOp::Members`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its id.
+    pub id: ServerId,
+    /// Where it listens (TCP requests, UDP membership).
+    pub addr: std::net::SocketAddr,
+    /// Its OS process id.
+    pub pid: u32,
+    /// When it started, ms since the epoch.
+    pub started: u64,
+    /// Its identity's renewal count (bumped when it rejoins after a cut).
+    pub renewed: u16,
+    /// SWIM's incarnation of the member.
+    pub incarnation: u16,
+    /// SWIM's opinion of it.
+    pub state: MemberState,
+}
+
+/// What SWIM thinks of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Answering.
+    Alive,
+    /// Not answering lately.
+    Suspect,
+    /// Declared gone.
+    Down,
+}
+
+/// What `reloadconfig` did, by element path. JSON keys: `Created`,
+/// `Changed`, `Removed`, `Unchanged`, `Failed`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReloadReport {
+    /// Elements made.
+    pub created: Vec<String>,
+    /// Elements whose spec changed (applied in place or re-made).
+    pub changed: Vec<String>,
+    /// Elements removed from the file, and scrubbed.
+    pub removed: Vec<String>,
+    /// Elements left as they are.
+    pub unchanged: Vec<String>,
+    /// Elements that could not be made or changed.
+    pub failed: Vec<ReloadFailure>,
+}
+
+/// One element `reloadconfig` could not apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReloadFailure {
+    /// Its path.
+    pub path: String,
+    /// Why.
+    pub error: String,
 }
 
 /// The class of a failure; the message says the rest.
@@ -241,23 +405,42 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// An error as it crosses the wire: its class and a one-line message.
+/// An error as it crosses the wire: its class, the path it is about (when
+/// there is one) and a one-line message for a human.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct WireError {
     /// The class of the failure.
     pub kind: ErrorKind,
+    /// The path the failure is about, if any.
+    pub path: Option<Path>,
     /// One line for a human, naming the path and the cause.
     pub message: String,
 }
 
 impl WireError {
-    /// A new error of `kind`.
+    /// A new error of `kind`, about no path in particular.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> WireError {
         WireError {
             kind,
+            path: None,
             message: message.into(),
         }
+    }
+
+    /// A new error of `kind` about `path`; the message should name it.
+    pub fn at(kind: ErrorKind, path: &Path, message: impl Into<String>) -> WireError {
+        WireError {
+            kind,
+            path: Some(path.clone()),
+            message: message.into(),
+        }
+    }
+
+    /// This error, about `path`.
+    pub fn with_path(mut self, path: &Path) -> WireError {
+        self.path = Some(path.clone());
+        self
     }
 }
 

@@ -1,4 +1,4 @@
-//! What [`crate::Request::Stats`] answers, as JSON (`Reply::Json`):
+//! What [`crate::AnchorOp::Stats`] answers ([`crate::Reply::Stats`]), shown as JSON:
 //!
 //! ```text
 //! {"Servers": [

@@ -1,6 +1,6 @@
 //! Elements declared in a config file (`circuit start --config FILE`):
 //! made at boot, and brought in line with the file again by
-//! `circuit reloadconfig /X…` ([`circuit_proto::Request::ReloadConfig`]).
+//! `circuit reloadconfig /X…` ([`circuit_proto::ServerOp::ReloadConfig`]).
 //!
 //! The server does not know the file's format: the binary hands it a
 //! [`Loader`] that reads the file into [`Declaration`]s. The server
@@ -24,8 +24,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use circuit_proto::{ErrorKind, Path, Reply, Response, WatchSpec, WireError};
-use serde::Serialize;
+use circuit_proto::WireError;
+use circuit_proto::{ChanOp, ErrorKind, Op, Path, ReloadFailure, ReloadReport, Reply, Response, WatchOp, WatchSpec};
 use tracing::{info, warn};
 
 use crate::{Server, State};
@@ -83,46 +83,27 @@ impl ConfigFile {
     }
 }
 
-/// What a reload did, by path; answered as JSON.
-#[derive(Debug, Default, Serialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct Summary {
-    pub created: Vec<String>,
-    pub changed: Vec<String>,
-    pub removed: Vec<String>,
-    pub unchanged: Vec<String>,
-    /// Declarations that could not be made, with why.
-    pub failed: Vec<Failure>,
-}
-
-/// A declaration that could not be made.
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct Failure {
-    pub path: String,
-    pub error: String,
-}
-
 fn path_of(state: &State, names: &[String]) -> Path {
     names
         .iter()
-        .try_fold(Path::server(state.id), |p, n| p.child(n))
+        .try_fold(Path::server(state.ctx.id), |p, n| p.child(n))
         .expect("the loader checks the names")
 }
 
-fn make(state: &Arc<State>, path: &Path, d: &Declared) -> Response {
-    match d {
-        Declared::Watch(spec) => crate::net::watch::make(state, path, spec),
-        Declared::Chan(cap) => crate::net::chan::make(state, path, *cap),
-    }
+fn make(state: &State, path: &Path, d: &Declared) -> Response {
+    let op = match d {
+        Declared::Watch(spec) => Op::Watch(WatchOp::Make(spec.clone())),
+        Declared::Chan(cap) => Op::Chan(ChanOp::Make { cap: *cap }),
+    };
+    crate::elements::make(&state.ctx, path, op)
 }
 
 /// Scrubs the element at `path`, if there is one; true if there was.
 fn scrub(state: &State, path: &Path) -> bool {
-    let el = state.ns.lock().unwrap().remove(path.names());
+    let el = state.ctx.ns.lock().unwrap().remove(path.names());
     match el {
         Some(el) => {
-            info!(op = "reloadconfig", %path, kind = el.kind(), "scrubbing");
+            info!(op = "reloadconfig", %path, kind = %el.kind(), "scrubbing");
             el.scrub();
             true
         }
@@ -131,9 +112,9 @@ fn scrub(state: &State, path: &Path) -> bool {
 }
 
 /// Brings the elements made from `file` in line with `decls`.
-fn apply(state: &Arc<State>, file: &ConfigFile, mut decls: Vec<Declaration>) -> Summary {
+fn apply(state: &State, file: &ConfigFile, mut decls: Vec<Declaration>) -> ReloadReport {
     let mut made = file.made.lock().unwrap();
-    let mut out = Summary::default();
+    let mut out = ReloadReport::default();
     // Watchers first, then the rest (stable: file order otherwise).
     decls.sort_by_key(|d| !matches!(d.element, Declared::Watch(_)));
     let wanted: std::collections::BTreeSet<&Vec<String>> = decls.iter().map(|d| &d.names).collect();
@@ -146,7 +127,7 @@ fn apply(state: &Arc<State>, file: &ConfigFile, mut decls: Vec<Declaration>) -> 
     }
     for d in decls {
         let path = path_of(state, &d.names);
-        let present = state.ns.lock().unwrap().get(d.names.as_slice()).is_some();
+        let present = state.ctx.ns.lock().unwrap().get(d.names.as_slice()).is_some();
         let changed = match made.get(&d.names) {
             Some(old) if *old == d.element && present => {
                 out.unchanged.push(path.to_string());
@@ -171,7 +152,7 @@ fn apply(state: &Arc<State>, file: &ConfigFile, mut decls: Vec<Declaration>) -> 
             }
             Err(e) => {
                 warn!(op = "reloadconfig", %path, error = %e.message, "cannot make a declared element");
-                out.failed.push(Failure {
+                out.failed.push(ReloadFailure {
                     path: path.to_string(),
                     error: e.message,
                 });
@@ -184,7 +165,7 @@ fn apply(state: &Arc<State>, file: &ConfigFile, mut decls: Vec<Declaration>) -> 
 impl Server {
     /// Makes the elements of the config file, if the server has one. Fails
     /// (and scrubs what it made) if one of them cannot be made.
-    pub fn boot_config(&self) -> Result<Option<Summary>, String> {
+    pub fn boot_config(&self) -> Result<Option<ReloadReport>, String> {
         let state = &self.state;
         let Some(file) = &state.config.config_file else {
             return Ok(None);
@@ -192,7 +173,7 @@ impl Server {
         let decls = (file.load)(&file.path)?;
         let summary = apply(state, file, decls);
         if let Some(f) = summary.failed.first() {
-            for el in state.ns.lock().unwrap().drain() {
+            for el in state.ctx.ns.lock().unwrap().drain() {
                 el.scrub();
             }
             return Err(format!("{}: {}", file.path.display(), f.error));
@@ -203,12 +184,12 @@ impl Server {
 }
 
 /// `reloadconfig /X…`: reads the config file again and applies the
-/// difference; answers the [`Summary`] as JSON.
+/// difference; answers the [`ReloadReport`] as JSON.
 pub fn reload(state: &Arc<State>, path: &Path) -> Response {
     if !path.is_server_root() {
         return Err(WireError::new(
             ErrorKind::Invalid,
-            format!("reloadconfig needs a server path like /{}, not {path}", state.id),
+            format!("reloadconfig needs a server path like /{}, not {path}", state.ctx.id),
         ));
     }
     let Some(file) = &state.config.config_file else {
@@ -216,7 +197,7 @@ pub fn reload(state: &Arc<State>, path: &Path) -> Response {
             ErrorKind::Invalid,
             format!(
                 "server {} was started without --config FILE: there is nothing to reload",
-                state.id
+                state.ctx.id
             ),
         ));
     };
@@ -225,7 +206,5 @@ pub fn reload(state: &Arc<State>, path: &Path) -> Response {
     info!(op = "reloadconfig", file = %file.path.display(), created = summary.created.len(),
           changed = summary.changed.len(), removed = summary.removed.len(),
           unchanged = summary.unchanged.len(), failed = summary.failed.len(), "reloaded the config file");
-    serde_json::to_string(&summary)
-        .map(Reply::Json)
-        .map_err(|e| WireError::new(ErrorKind::Internal, format!("reloadconfig: {e}")))
+    Ok(Reply::Reload(Box::new(summary)))
 }

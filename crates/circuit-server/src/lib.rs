@@ -39,30 +39,17 @@ pub struct Config {
     pub config_file: Option<config::ConfigFile>,
 }
 
-/// What every session and element task shares.
+/// What every session shares: the elements' context, and what only the
+/// server itself uses (its stop signal, configuration, peer connections).
 pub struct State {
-    /// This server's id.
-    pub id: ServerId,
-    /// This server's URL.
-    pub url: CircuitUrl,
-    /// When it started (RFC 3339).
-    pub joined: String,
-    /// The anchor tree.
-    pub ns: Mutex<Namespace>,
+    /// What elements see of the server: id, namespace, events, reaper, members.
+    pub ctx: elements::Ctx,
     /// Notified when the server should stop.
     pub stop: Notify,
     /// The configuration it runs with.
     pub config: Config,
-    /// Reaps every process this server started (see `elements::proc`).
-    pub reaper: elements::proc::Reaper,
-    /// The cluster as this server sees it.
-    pub members: membership::swim::Membership,
     /// Connections to other members, for forwarding.
     pub peers: net::peers::Peers,
-    /// This server's events (see [`events`]): emit with `state.events.emit(…)`.
-    pub events: events::Bus,
-    /// When it started, for uptimes.
-    pub started: std::time::Instant,
 }
 
 /// A bound server, ready to run.
@@ -141,31 +128,34 @@ impl Server {
         let mut ns = Namespace::default();
         ns.insert(&[], elements::Element::Server).expect("empty namespace");
         ns.observe(bus.clone());
-        let state = Arc::new(State {
+        let ctx = elements::Ctx {
             id,
-            url,
-            joined,
-            ns: Mutex::new(ns),
+            ns: Arc::new(Mutex::new(ns)),
+            events: bus,
+            reaper: Arc::new(elements::proc::Reaper::start()),
+            members: Arc::new(members),
+            url: Arc::new(url),
+            joined: joined.into(),
+            started: std::time::Instant::now(),
+        };
+        let state = Arc::new(State {
+            ctx,
             stop: Notify::new(),
             config,
-            reaper: elements::proc::Reaper::start(),
-            members,
             peers,
-            events: bus,
-            started: std::time::Instant::now(),
         });
         Ok(Server { state, listener, var })
     }
 
     /// This server's URL, to print on stdout.
     pub fn url(&self) -> &CircuitUrl {
-        &self.state.url
+        &self.state.ctx.url
     }
 
     /// Serves until stopped by a `stop` request, SIGTERM or SIGINT.
     pub async fn run(self) -> Result<(), StartError> {
         let state = self.state;
-        info!(id = %state.id, url = %state.url, var = %self.var.path.display(), "attaching /{} as server", state.id);
+        info!(id = %state.ctx.id, url = %state.ctx.url, var = %self.var.path.display(), "attaching /{} as server", state.ctx.id);
         if state.config.key.is_some() {
             info!(
                 noise = circuit_proto::secure::NOISE_PATTERN,
@@ -183,7 +173,7 @@ impl Server {
             None => {}
         }
         net::peers::forget_the_departed(state.clone());
-        net::events::announce_members(state.clone());
+        elements::server::events::announce_members(state.ctx.clone());
         let accept = net::serve(state.clone(), self.listener);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
@@ -192,8 +182,8 @@ impl Server {
             _ = tokio::signal::ctrl_c() => info!("stopping on SIGINT"),
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => info!("stopping on SIGTERM"),
         }
-        state.members.leave().await;
-        let elements = state.ns.lock().unwrap().drain();
+        state.ctx.members.leave().await;
+        let elements = state.ctx.ns.lock().unwrap().drain();
         for el in elements {
             el.scrub();
         }

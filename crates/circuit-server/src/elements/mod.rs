@@ -1,13 +1,26 @@
-//! The elements an anchor can hold. Each kind lives in its own module; this
-//! enum is the one place that knows them all, so dispatch is a `match` and a
-//! request for the wrong kind is an ordinary error, not a failed downcast.
+//! The elements an anchor can hold, and the one place a request for this
+//! server meets them. Each kind is a folder (`proc/`, `chan/`, `watch/`,
+//! `subscription/`, and `server/` for the server's own root) that owns its
+//! operations: `ops.rs` parses nothing (the op arrives typed) and applies
+//! it, streams included. This enum only delegates, so a request for the
+//! wrong kind is an ordinary error, not a failed downcast, and adding a
+//! kind makes the compiler list every place to update.
 
 pub mod chan;
+mod ctx;
 pub mod proc;
+pub mod server;
 pub mod subscription;
 pub mod watch;
 
 use std::sync::Arc;
+
+use circuit_proto::conn::StreamHandle;
+use circuit_proto::{AnchorOp, ChanOp, ElementKind, ElementStat, ErrorKind, Op, Path, ProcOp, Reply, Response};
+use circuit_proto::{SubscriptionOp, WatchOp, WireError};
+use tracing::info;
+
+pub use ctx::Ctx;
 
 /// A live OS process an element runs, for `stats` and `top`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,13 +49,13 @@ pub enum Element {
 
 impl Element {
     /// The kind shown by `ls -l`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ElementKind {
         match self {
-            Element::Server => "server",
-            Element::Proc(_) => "proc",
-            Element::Chan(_) => "chan",
-            Element::Subscription(s) => s.kind(),
-            Element::Watch(_) => "watch",
+            Element::Server => ElementKind::Server,
+            Element::Proc(_) => ElementKind::Proc,
+            Element::Chan(_) => ElementKind::Chan,
+            Element::Subscription(s) => ElementKind::Subscription(s.source()),
+            Element::Watch(_) => ElementKind::Watch,
         }
     }
 
@@ -50,25 +63,21 @@ impl Element {
     /// that runs processes lists them here, and `stats` measures them.
     pub fn processes(&self) -> Vec<ProcessInfo> {
         match self {
-            Element::Proc(p) => p
-                .pid()
-                .filter(|_| !p.stat().phase.is_final())
-                .map(|pid| ProcessInfo {
-                    pid,
-                    label: String::new(),
-                })
-                .into_iter()
-                .collect(),
-            Element::Watch(w) => w
-                .processes()
-                .into_iter()
-                .map(|(wid, pid)| ProcessInfo {
-                    pid,
-                    label: format!("wid {wid}"),
-                })
-                .collect(),
-            _ => Vec::new(),
+            Element::Proc(p) => proc::ops::processes(p),
+            Element::Watch(w) => watch::ops::processes(w),
+            Element::Server | Element::Chan(_) | Element::Subscription(_) => Vec::new(),
         }
+    }
+
+    /// What `peek` says of it.
+    async fn peek(&self, ctx: &Ctx, path: &Path) -> Result<ElementStat, WireError> {
+        Ok(match self {
+            Element::Server => ElementStat::Server(server::stat(ctx)),
+            Element::Proc(p) => ElementStat::Proc(p.stat()),
+            Element::Chan(c) => ElementStat::Chan(c.stat()),
+            Element::Subscription(s) => ElementStat::Subscription(s.stat()),
+            Element::Watch(w) => ElementStat::Watch(Box::new(watch::ops::peek(w, path).await?)),
+        })
     }
 
     /// Frees what the element holds. Called once it is out of the namespace.
@@ -80,6 +89,130 @@ impl Element {
             Element::Subscription(s) => s.scrub(),
             // The last handle going stops its processes gracefully.
             Element::Watch(w) => drop(w),
+        }
+    }
+
+    /// Serves `op` on this element; streaming ops answer on `stream`
+    /// themselves and return `None`.
+    async fn serve(self, path: &Path, op: Op, stream: &mut StreamHandle) -> Option<Response> {
+        match (self, op) {
+            (Element::Proc(p), Op::Proc(op)) => proc::ops::serve(&p, path, op, stream).await,
+            (Element::Watch(w), Op::Watch(op)) => Some(watch::ops::serve(&w, path, op).await),
+            // A watcher is a group of processes: it answers the process verbs it can.
+            (Element::Watch(w), Op::Proc(op @ (ProcOp::Stdout | ProcOp::Stderr | ProcOp::Signal(_)))) => {
+                watch::ops::serve_proc(&w, path, op, stream).await
+            }
+            (Element::Chan(c), Op::Chan(op)) => chan::ops::serve(&c, path, op, stream).await,
+            // A subscription reads like a channel.
+            (Element::Subscription(s), Op::Chan(ChanOp::Recv)) => subscription::ops::recv(path, s, stream).await,
+            (el, op) => Some(Err(wrong_kind(path, el.kind(), &op))),
+        }
+    }
+}
+
+/// The noun for the kind an op wants, in error messages.
+fn wanted(op: &Op) -> &'static str {
+    match op {
+        Op::Proc(_) => "proc",
+        Op::Chan(_) => "chan",
+        Op::Watch(_) => "watch",
+        Op::Subscription(_) => "subscription",
+        Op::Anchor(_) | Op::Server(_) => "server",
+    }
+}
+
+fn wrong_kind(path: &Path, held: ElementKind, op: &Op) -> WireError {
+    WireError::at(
+        ErrorKind::WrongKind,
+        path,
+        format!("anchor {path} holds a {held}, not a {}", wanted(op)),
+    )
+}
+
+fn not_found(path: &Path, op: &Op) -> WireError {
+    let what = match op {
+        Op::Proc(_) => "process",
+        other => wanted(other),
+    };
+    WireError::at(ErrorKind::NotFound, path, format!("no {what} at {path}"))
+}
+
+/// Serves a request for a path of this server. One-shot requests return
+/// their response; streaming ones answer on `stream` themselves and return
+/// `None`. The namespace is looked up once.
+pub async fn serve(ctx: &Ctx, path: &Path, op: Op, stream: &mut StreamHandle) -> Option<Response> {
+    let op = match op {
+        Op::Anchor(op) => return anchor(ctx, path, op, stream).await,
+        // The server's own ops need the whole server (membership, stop):
+        // `net` hands them to `server::serve`, never here.
+        Op::Server(op) => {
+            let verb = Op::Server(op).verb();
+            return Some(Err(WireError::at(
+                ErrorKind::Internal,
+                path,
+                format!("{verb} reached the element layer"),
+            )));
+        }
+        op @ (Op::Proc(ProcOp::Make(_))
+        | Op::Chan(ChanOp::Make { .. })
+        | Op::Watch(WatchOp::Make(_))
+        | Op::Subscription(SubscriptionOp::Make(_))) => return Some(make(ctx, path, op)),
+        op => op,
+    };
+    let Some(el) = ctx.get(path) else {
+        return Some(Err(not_found(path, &op)));
+    };
+    el.serve(path, op, stream).await
+}
+
+/// Makes the element a make op describes at `path` (from a request, or
+/// from the config file); any other op is refused.
+pub fn make(ctx: &Ctx, path: &Path, op: Op) -> Response {
+    match op {
+        Op::Proc(ProcOp::Make(spec)) => proc::ops::make(ctx, path, spec),
+        Op::Chan(ChanOp::Make { cap }) => chan::ops::make(ctx, path, cap),
+        Op::Watch(WatchOp::Make(spec)) => watch::ops::make(ctx, path, *spec),
+        Op::Subscription(SubscriptionOp::Make(source)) => subscription::ops::make(ctx, path, source),
+        op => Err(WireError::at(
+            ErrorKind::Invalid,
+            path,
+            format!("{} does not make an element", op.verb()),
+        )),
+    }
+}
+
+async fn anchor(ctx: &Ctx, path: &Path, op: AnchorOp, stream: &mut StreamHandle) -> Option<Response> {
+    Some(match op {
+        AnchorOp::List { recursive } => Ok(Reply::List(ctx.list(path, recursive))),
+        AnchorOp::Peek => match ctx.get(path) {
+            None => Ok(Reply::Stat(None)),
+            Some(el) => el.peek(ctx, path).await.map(|s| Reply::Stat(Some(s))),
+        },
+        AnchorOp::Scrub => scrub(ctx, path),
+        AnchorOp::Events => return server::events::local(ctx, path, stream).await,
+        AnchorOp::Stats => server::stats::local(ctx, path).await,
+    })
+}
+
+fn scrub(ctx: &Ctx, path: &Path) -> Response {
+    if path.is_server_root() {
+        return Err(WireError::at(
+            ErrorKind::Invalid,
+            path,
+            format!("cannot scrub {path}: it is the server itself; use `circuit stop {path}` to stop it"),
+        ));
+    }
+    let el = ctx.ns.lock().unwrap().remove(path.names());
+    match el {
+        None => Err(WireError::at(
+            ErrorKind::NotFound,
+            path,
+            format!("nothing to scrub at {path}"),
+        )),
+        Some(el) => {
+            info!(op = "scrub", %path, kind = %el.kind(), "scrubbing");
+            el.scrub();
+            Ok(Reply::Done)
         }
     }
 }

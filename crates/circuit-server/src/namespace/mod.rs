@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use circuit_proto::ElementKind;
+
 use crate::elements::Element;
 use crate::events::Bus;
 
@@ -20,7 +22,7 @@ impl Node {
 
 /// One anchor of a listing: names below the server, and the kind of its
 /// element ("" for an empty anchor).
-pub type Listed = (Vec<String>, &'static str);
+pub type Listed = (Vec<String>, Option<ElementKind>);
 
 /// The anchor tree below one server's root. The root holds the server element.
 #[derive(Default)]
@@ -33,7 +35,7 @@ pub struct Namespace {
 
 /// The anchor already holds an element.
 #[derive(Debug)]
-pub struct Occupied(pub &'static str);
+pub struct Occupied(pub ElementKind);
 
 impl Namespace {
     fn node(&self, names: &[String]) -> Option<&Node> {
@@ -55,7 +57,12 @@ impl Namespace {
             return Err(Occupied(old.kind()));
         }
         if let (Some(bus), false) = (&self.bus, names.is_empty()) {
-            bus.emit_below(names, circuit_proto::EventKind::Created { kind: el.kind().into() });
+            bus.emit_below(
+                names,
+                circuit_proto::EventKind::Created {
+                    kind: el.kind().to_string(),
+                },
+            );
         }
         node.element = Some(el);
         self.count += 1;
@@ -79,7 +86,12 @@ impl Namespace {
         if let Some(el) = &el {
             self.count -= 1;
             if let Some(bus) = &self.bus {
-                bus.emit_below(names, circuit_proto::EventKind::Scrubbed { kind: el.kind().into() });
+                bus.emit_below(
+                    names,
+                    circuit_proto::EventKind::Scrubbed {
+                        kind: el.kind().to_string(),
+                    },
+                );
             }
         }
         el
@@ -91,7 +103,7 @@ impl Namespace {
         fn walk(node: &Node, prefix: &mut Vec<String>, recursive: bool, out: &mut Vec<Listed>) {
             for (name, child) in &node.children {
                 prefix.push(name.clone());
-                out.push((prefix.clone(), child.element.as_ref().map_or("", |e| e.kind())));
+                out.push((prefix.clone(), child.element.as_ref().map(|e| e.kind())));
                 if recursive {
                     walk(child, prefix, recursive, out);
                 }
@@ -157,10 +169,10 @@ mod tests {
         assert_eq!(
             all,
             [
-                ("this".into(), ""),
-                ("this/is".into(), ""),
-                ("this/is/charlie".into(), "server"),
-                ("this/x".into(), "server")
+                ("this".into(), None),
+                ("this/is".into(), None),
+                ("this/is/charlie".into(), Some(ElementKind::Server)),
+                ("this/x".into(), Some(ElementKind::Server))
             ]
         );
         assert_eq!(ns.list(&names("this"), false).len(), 2);

@@ -2,14 +2,8 @@
 //! multiplexed; each inbound stream carries one request. `net` knows where a
 //! request goes, not what elements do with it.
 
-pub(crate) mod chan;
-pub(crate) mod events;
 pub mod peers;
-mod proc;
 mod route;
-mod stats;
-mod subscription;
-pub(crate) mod watch;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -72,25 +66,11 @@ async fn handle(state: Arc<State>, peer: SocketAddr, mut stream: StreamHandle) {
         Ok(Ok(req)) => req,
     };
     info!(%peer, op = req.verb(), path = %req.path(), "request");
-    if may_wait(&req) {
+    if req.op.may_wait() {
         // Acknowledge the stream now: its answer may be long in coming.
         let _ = stream.ack().await;
     }
     route::route(state, req, stream).await;
-}
-
-/// Requests whose answer may wait on something else (a message, an exit,
-/// a member): anything not answered straight from this server's state, and
-/// anything forwarded.
-fn may_wait(req: &Request) -> bool {
-    !matches!(
-        req,
-        Request::List { .. }
-            | Request::Peek { .. }
-            | Request::Scrub { .. }
-            | Request::MakeChan { .. }
-            | Request::Close { .. }
-    )
 }
 
 /// The address to put in our URL when listening on 0.0.0.0: the first

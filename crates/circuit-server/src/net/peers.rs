@@ -83,20 +83,20 @@ impl Peers {
 /// member it meets: one announce only brings back as many members as fit in
 /// a datagram, and gossip would take long to tell the rest.
 pub fn forget_the_departed(state: Arc<State>) {
-    let mut events = state.members.subscribe();
+    let mut events = state.ctx.members.subscribe();
     tokio::spawn(async move {
         let mut pulled = false;
         loop {
             match events.recv().await {
                 Ok(MemberEvent::Left(id)) => {
                     state.peers.forget(id);
-                    if state.members.len() == 1 {
+                    if state.ctx.members.len() == 1 {
                         pulled = false;
                     }
                 }
                 Ok(MemberEvent::Joined(id)) if !pulled => {
                     pulled = true;
-                    if let Some(node) = state.members.get(id) {
+                    if let Some(node) = state.ctx.members.get(id) {
                         let state = state.clone();
                         tokio::spawn(async move { pull(&state, &node).await });
                     }
@@ -112,12 +112,12 @@ pub fn forget_the_departed(state: Arc<State>) {
 /// Sends `req` on to the member that owns its path and relays everything
 /// that follows, both ways. `None` once relayed; an error if the owner
 /// could not be reached.
-pub async fn forward(state: &State, node: &Node, req: &Request, client: &mut StreamHandle) -> Option<Response> {
+pub async fn forward(state: &State, node: &Node, req: Request, client: &mut StreamHandle) -> Option<Response> {
     let mut up = match state.peers.open(node).await {
         Ok(s) => s,
         Err(e) => return Some(Err(e)),
     };
-    if let Err(e) = write_frame(&mut up, req).await {
+    if let Err(e) = write_frame(&mut up, &req).await {
         state.peers.forget(node.id);
         return Some(Err(unreachable(node, e)));
     }
@@ -142,17 +142,16 @@ pub async fn ask(state: &State, node: &Node, req: &Request) -> Response {
 
 /// Fetches `node`'s member list and hands it to our membership.
 async fn pull(state: &State, node: &Node) {
-    let req = Request::Members {
-        path: circuit_proto::Path::server(node.id),
-    };
+    let req = Request::new(circuit_proto::Path::server(node.id), circuit_proto::ServerOp::Members);
     match ask(state, node, &req).await {
-        Ok(circuit_proto::Reply::Json(text)) => match serde_json::from_str::<Vec<foca::Member<Node>>>(&text) {
-            Ok(members) => {
-                info!(peer = %node.id, members = members.len(), "pulled the member list");
-                state.members.apply(members);
-            }
-            Err(e) => debug!(peer = %node.id, error = %e, "unreadable member list"),
-        },
+        Ok(circuit_proto::Reply::Members(members)) => {
+            info!(peer = %node.id, members = members.len(), "pulled the member list");
+            let members = members
+                .into_iter()
+                .map(crate::elements::server::member_from_wire)
+                .collect();
+            state.ctx.members.apply(members);
+        }
         Ok(_) => {}
         Err(e) => debug!(peer = %node.id, error = %e, "could not pull the member list"),
     }

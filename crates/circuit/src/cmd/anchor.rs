@@ -48,7 +48,7 @@ pub async fn ls(client: &Client, arg: &str, long: bool, depth: bool) -> Result<(
     let mut out = String::new();
     for e in entries {
         if long {
-            let kind = if e.kind.is_empty() { "·" } else { &e.kind };
+            let kind = e.kind.map_or("·", |k| k.as_str());
             out.push_str(&format!("{kind:<15} {}\n", e.path));
         } else {
             out.push_str(&format!("{}\n", e.path));
@@ -59,8 +59,8 @@ pub async fn ls(client: &Client, arg: &str, long: bool, depth: bool) -> Result<(
 }
 
 /// Prints JSON the way the original did: tab-indented.
-pub fn print_json(text: &str) -> Result<()> {
-    let v: serde_json::Value = serde_json::from_str(text).context("server sent malformed JSON")?;
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let v = serde_json::to_value(v).context("a status that does not fit JSON")?;
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
@@ -72,12 +72,12 @@ pub fn print_json(text: &str) -> Result<()> {
 /// `peek PATH`
 pub async fn peek(client: &Client, arg: &str) -> Result<()> {
     let path = parse_path(arg)?;
-    let text = client
+    let stat = client
         .anchor(path.clone())
-        .peek_json()
+        .peek()
         .await
         .with_context(|| format!("peek {path}"))?;
-    print_json(&text)
+    print_json(&stat)
 }
 
 /// `scrub PATH`
@@ -131,7 +131,7 @@ mod tests {
     fn depth_order() {
         let e = |p: &str| Entry {
             path: p.parse().unwrap(),
-            kind: String::new(),
+            kind: None,
         };
         let mut v = [
             e("/X0000000000000001"),

@@ -147,13 +147,13 @@ pub fn file(path: &FsPath) -> Result<circuit_server::config::ConfigFile> {
 /// `reloadconfig /X…`: prints what the server did, as JSON.
 pub async fn reload(client: &Client, arg: &str) -> Result<()> {
     let path = parse_path(arg)?;
-    let text = client
+    let report = client
         .anchor(path.clone())
         .server()
         .reload_config()
         .await
         .with_context(|| format!("reloadconfig {path}"))?;
-    print_json(&text)
+    print_json(&report)
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ pub async fn stats(client: &Client, arg: Option<&str>, json: bool) -> Result<()>
         .await
         .with_context(|| format!("stats {path}"))?;
     if json {
-        print_json(&serde_json::to_string(&stats)?)
+        print_json(&stats)
     } else {
         print!("{}", table(&stats));
         Ok(())

@@ -186,7 +186,7 @@ fn one_slot(all: &[u8], wid: u32) -> Vec<u8> {
 }
 
 fn print_stat(stat: &ProcStat) -> Result<()> {
-    print_json(&serde_json::to_string(stat)?)
+    print_json(stat)
 }
 
 /// `wait PATH`: blocks until the process ends, prints its status.

@@ -1,7 +1,6 @@
-//! Requests on channel elements: make, send, recv, close, and the pipelined
-//! sendmany/recvmany (many messages on one stream, see below). The element
-//! (`elements::chan`) knows channels; this glue knows streams, the namespace
-//! and the wire.
+//! The channel element's operations: make, send, recv, close, and the
+//! pipelined sendmany/recvmany (many messages on one stream, see below).
+//! `mod.rs` is the channel itself; this file knows streams and the wire.
 //!
 //! `send`: the server answers `Done` once the message has a place, reads the
 //! message as chunks ([`circuit_proto::chunk`]) until the end chunk, then
@@ -21,14 +20,13 @@ use circuit_proto::conn::{self, StreamHandle};
 use circuit_proto::frame::FrameError;
 use circuit_proto::frame::write_frame;
 use circuit_proto::msg::{PLACED_EVERY, Placed};
-use circuit_proto::{ErrorKind, Path, Reply, Response, WireError};
+use circuit_proto::{ChanOp, ErrorKind, Path, Reply, Response, WireError};
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tracing::{info, warn};
 
-use crate::State;
-use crate::elements::Element;
-use crate::elements::chan::{Chan, ChanError, Incoming, Outgoing};
+use super::{Chan, ChanError, Incoming, Outgoing};
+use crate::elements::{Ctx, Element};
 
 fn wire(path: &Path, e: ChanError) -> WireError {
     let kind = match e {
@@ -36,45 +34,34 @@ fn wire(path: &Path, e: ChanError) -> WireError {
         ChanError::Aborted => ErrorKind::Aborted,
         ChanError::ReceiverGone | ChanError::SenderGone => ErrorKind::Io,
     };
-    WireError::new(kind, format!("{path}: {e}"))
+    WireError::at(kind, path, format!("{path}: {e}"))
 }
 
-/// The chan at `path`, or why there is none.
-pub fn get(state: &State, path: &Path) -> Result<Arc<Chan>, WireError> {
-    match state.ns.lock().unwrap().get(path.names()) {
-        Some(Element::Chan(c)) => Ok(c),
-        Some(other) => Err(WireError::new(
-            ErrorKind::WrongKind,
-            format!("anchor {path} holds a {}, not a chan", other.kind()),
-        )),
-        None => Err(WireError::new(ErrorKind::NotFound, format!("no chan at {path}"))),
+/// Serves `op` on the channel `chan` at `path`.
+pub(crate) async fn serve(chan: &Arc<Chan>, path: &Path, op: ChanOp, stream: &mut StreamHandle) -> Option<Response> {
+    match op {
+        ChanOp::Make { .. } => Some(Err(WireError::at(
+            ErrorKind::Exists,
+            path,
+            format!("anchor {path} already holds a chan"),
+        ))),
+        ChanOp::Send => send(chan, path, stream).await,
+        ChanOp::Recv => recv(chan, path, stream).await,
+        ChanOp::Close => Some(close(chan, path)),
+        ChanOp::SendMany => send_many(chan, path, stream).await,
+        ChanOp::RecvMany => recv_many(chan, path, stream).await,
     }
 }
 
 /// `mkchan`: places a new channel of capacity `cap` at `path`.
-pub fn make(state: &State, path: &Path, cap: u64) -> Response {
-    if path.is_server_root() {
-        return Err(WireError::new(
-            ErrorKind::Invalid,
-            format!("{path} is a server; make the channel below it, like {path}/name"),
-        ));
-    }
-    let mut ns = state.ns.lock().unwrap();
-    if let Some(old) = ns.get(path.names()) {
-        return Err(WireError::new(
-            ErrorKind::Exists,
-            format!("anchor {path} already holds a {}", old.kind()),
-        ));
-    }
-    ns.insert(path.names(), Element::Chan(Arc::new(Chan::new(cap))))
-        .expect("checked free under the same lock");
+pub(crate) fn make(ctx: &Ctx, path: &Path, cap: u64) -> Response {
+    ctx.make(path, "channel", || (Some(Element::Chan(Arc::new(Chan::new(cap)))), ()))?;
     info!(op = "mkchan", %path, cap, "made");
     Ok(Reply::Done)
 }
 
 /// `close`: later sends fail; receivers drain what is left.
-pub fn close(state: &State, path: &Path) -> Response {
-    let chan = get(state, path)?;
+fn close(chan: &Chan, path: &Path) -> Response {
     if let Err(e) = chan.close() {
         info!(op = "close", %path, error = %e, "refused");
         return Err(wire(path, e));
@@ -92,11 +79,7 @@ async fn gone(stream: &mut (impl AsyncRead + Unpin)) {
 }
 
 /// `send`: one message from the stream into the channel.
-pub async fn send(state: &State, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
-    let chan = match get(state, path) {
-        Ok(c) => c,
-        Err(e) => return Some(Err(e)),
-    };
+async fn send(chan: &Arc<Chan>, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
     let placed = tokio::select! {
         r = chan.send() => r,
         _ = gone(stream) => {
@@ -156,14 +139,7 @@ pub async fn send(state: &State, path: &Path, stream: &mut StreamHandle) -> Opti
 
 /// `recv`: one message from the channel onto the stream (or, on a
 /// subscription, one event: see `net::subscription`).
-pub async fn recv(state: &State, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
-    if let Some(sub) = super::subscription::get(state, path) {
-        return super::subscription::recv(path, sub, stream).await;
-    }
-    let chan = match get(state, path) {
-        Ok(c) => c,
-        Err(e) => return Some(Err(e)),
-    };
+async fn recv(chan: &Arc<Chan>, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
     let taken = tokio::select! {
         r = chan.recv() => r,
         _ = gone(stream) => {
@@ -277,14 +253,10 @@ async fn feed(io: &mut (impl AsyncRead + Unpin), out: &mut Outgoing, first: chun
 }
 
 /// `sendmany`: messages from the stream into the channel, in order, each
-/// taken as a single `send` takes it; see [`circuit_proto::Request::SendMany`].
+/// taken as a single `send` takes it; see [`circuit_proto::ChanOp::SendMany`].
 /// Whole messages are placed even if the client goes away after writing
 /// them (there is no one left to report to, so a failure is only logged).
-pub async fn send_many(state: &State, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
-    let chan = match get(state, path) {
-        Ok(c) => c,
-        Err(e) => return Some(Err(e)),
-    };
+async fn send_many(chan: &Arc<Chan>, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
     if conn::respond(stream, &Ok(Reply::Done)).await.is_err() {
         return None;
     }
@@ -452,16 +424,12 @@ async fn hand_on_long(path: &Path, io: &mut StreamHandle, mut incoming: Incoming
 
 /// `recvmany`: messages from the channel onto the stream, in order, taken
 /// only while the client's credit lasts; see
-/// [`circuit_proto::Request::RecvMany`]. Messages read ahead whole that are
+/// [`circuit_proto::ChanOp::RecvMany`]. Messages read ahead whole that are
 /// ready at once go out together in one write. Messages are taken, then
 /// written, then counted; when the client goes away, the ones taken and not
 /// yet written go back to the head of the channel, and a longer message
 /// being streamed is lost.
-pub async fn recv_many(state: &State, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
-    let chan = match get(state, path) {
-        Ok(c) => c,
-        Err(e) => return Some(Err(e)),
-    };
+async fn recv_many(chan: &Arc<Chan>, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
     if conn::respond(stream, &Ok(Reply::Done)).await.is_err() {
         return None;
     }

@@ -20,6 +20,8 @@
 //! - **Scrub** stops every process gracefully (stop signal, GracefulTimeout,
 //!   SIGKILL); the task ends once all of them have been reaped.
 
+pub(crate) mod ops;
+
 pub mod hooks;
 pub mod identity;
 pub mod output;

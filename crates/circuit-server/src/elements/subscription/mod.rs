@@ -27,6 +27,8 @@
 //!   subscription closes: pending events can still be received, then
 //!   `recv` fails with "subscription closed".
 
+pub(crate) mod ops;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 

@@ -1,23 +1,18 @@
-//! `stats` ([`Request::Stats`]): CPU, memory and uptime of this server and
+//! `stats` ([`AnchorOp::Stats`]): CPU, memory and uptime of this server and
 //! of the processes of its elements at a path and below; at `/`, of every
 //! member, asked in parallel and merged by the server the client dialed.
 
 use std::sync::Arc;
 
-use circuit_proto::{ClusterStats, ErrorKind, Path, ProcessStats, Reply, Request, Response, ServerStats, WireError};
+use circuit_proto::{AnchorOp, ClusterStats, Path, ProcessStats, Reply, Request, Response, ServerStats};
 
 use crate::State;
+use crate::elements::Ctx;
 use crate::stats::sample;
 
-fn json(stats: &ClusterStats) -> Response {
-    serde_json::to_string(stats)
-        .map(Reply::Json)
-        .map_err(|e| WireError::new(ErrorKind::Internal, format!("stats: {e}")))
-}
-
 /// Every element at `names` and below, with its path.
-fn elements_under(state: &State, path: &Path) -> Vec<(Path, crate::elements::Element)> {
-    let ns = state.ns.lock().unwrap();
+fn elements_under(ctx: &Ctx, path: &Path) -> Vec<(Path, crate::elements::Element)> {
+    let ns = ctx.ns.lock().unwrap();
     let mut out: Vec<(Path, crate::elements::Element)> = ns
         .get(path.names())
         .filter(|_| !path.is_server_root())
@@ -28,7 +23,7 @@ fn elements_under(state: &State, path: &Path) -> Vec<(Path, crate::elements::Ele
         if let Some(el) = ns.get(&names) {
             let p = names
                 .iter()
-                .try_fold(Path::server(state.id), |p, n| p.child(n))
+                .try_fold(Path::server(ctx.id), |p, n| p.child(n))
                 .expect("names in the tree are valid");
             out.push((p, el));
         }
@@ -37,9 +32,9 @@ fn elements_under(state: &State, path: &Path) -> Vec<(Path, crate::elements::Ele
 }
 
 /// This server, and the processes at `path` and below.
-pub async fn server(state: &State, path: &Path) -> ServerStats {
+pub async fn server(ctx: &Ctx, path: &Path) -> ServerStats {
     let mut procs: Vec<(String, String, u32)> = Vec::new();
-    for (p, el) in elements_under(state, path) {
+    for (p, el) in elements_under(ctx, path) {
         for info in el.processes() {
             procs.push((p.to_string(), info.label, info.pid));
         }
@@ -66,9 +61,9 @@ pub async fn server(state: &State, path: &Path) -> ServerStats {
         })
         .collect();
     ServerStats {
-        server: state.id.to_string(),
+        server: ctx.id.to_string(),
         pid: me,
-        uptime: state.started.elapsed().as_secs_f64(),
+        uptime: ctx.started.elapsed().as_secs_f64(),
         cpu: mine.map_or(0.0, |u| u.cpu),
         rss: mine.map_or(0, |u| u.rss),
         error: None,
@@ -77,32 +72,27 @@ pub async fn server(state: &State, path: &Path) -> ServerStats {
 }
 
 /// `stats /X…[/…]` on this server.
-pub async fn local(state: &State, path: &Path) -> Response {
-    json(&ClusterStats {
-        servers: vec![server(state, path).await],
-    })
+pub async fn local(ctx: &Ctx, path: &Path) -> Response {
+    Ok(Reply::Stats(ClusterStats {
+        servers: vec![server(ctx, path).await],
+    }))
 }
 
 /// `stats /`: every member, this one included.
 pub async fn cluster(state: &Arc<State>) -> Response {
-    let mine = Path::server(state.id);
-    let me = server(state, &mine);
-    let others = state.members.members();
+    let mine = Path::server(state.ctx.id);
+    let me = server(&state.ctx, &mine);
+    let others = state.ctx.members.members();
     let asks = others.iter().map(|node| async move {
-        let req = Request::Stats {
-            path: Path::server(node.id),
-        };
+        let req = Request::new(Path::server(node.id), AnchorOp::Stats);
         let failed = |error: String| ServerStats {
             server: node.id.to_string(),
             error: Some(error),
             ..ServerStats::default()
         };
-        match super::peers::ask(state, node, &req).await {
-            Ok(Reply::Json(text)) => match serde_json::from_str::<ClusterStats>(&text) {
-                Ok(s) => s.servers,
-                Err(e) => vec![failed(format!("unreadable stats: {e}"))],
-            },
-            Ok(r) => vec![failed(format!("unexpected answer {r:?}"))],
+        match crate::net::peers::ask(state, node, &req).await {
+            Ok(Reply::Stats(s)) => s.servers,
+            Ok(r) => vec![failed(format!("unexpected answer: {}", r.name()))],
             Err(e) => vec![failed(e.message)],
         }
     });
@@ -110,5 +100,5 @@ pub async fn cluster(state: &Arc<State>) -> Response {
     let mut servers = vec![me];
     servers.extend(others.into_iter().flatten());
     servers.sort_by(|a, b| a.server.cmp(&b.server));
-    json(&ClusterStats { servers })
+    Ok(Reply::Stats(ClusterStats { servers }))
 }

@@ -1,77 +1,76 @@
-//! Requests on process elements: make, stdin/stdout/stderr streams, wait,
-//! signal. The element (`elements::proc`) knows processes; this glue knows
-//! streams, the namespace and the wire.
+//! The process element's operations: make, stdin/stdout/stderr streams,
+//! wait, signal. `mod.rs` knows processes; this file knows streams and
+//! the wire.
 
 use std::sync::Arc;
 
 use circuit_proto::chunk::{self, Chunk};
 use circuit_proto::conn::{self, StreamHandle};
-use circuit_proto::{ErrorKind, Path, ProcSpec, Reply, Response, WireError};
+use circuit_proto::{ErrorKind, Path, ProcOp, ProcSpec, Reply, Response, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
-use crate::State;
-use crate::elements::Element;
-use crate::elements::proc::{OutLease, PIPE_SIZE, Proc, ProcError};
+use super::{OutLease, PIPE_SIZE, Proc, ProcError};
+use crate::elements::{Ctx, Element, ProcessInfo};
 
 fn wire(path: &Path, e: ProcError) -> WireError {
-    WireError::new(e.kind(), format!("{path}: {e}"))
+    WireError::at(e.kind(), path, format!("{path}: {e}"))
 }
 
-/// The proc at `path`, or why there is none.
-pub fn get(state: &State, path: &Path) -> Result<Arc<Proc>, WireError> {
-    match state.ns.lock().unwrap().get(path.names()) {
-        Some(Element::Proc(p)) => Ok(p),
-        Some(other) => Err(WireError::new(
-            ErrorKind::WrongKind,
-            format!("anchor {path} holds a {}, not a proc", other.kind()),
-        )),
-        None => Err(WireError::new(ErrorKind::NotFound, format!("no process at {path}"))),
+/// Serves `op` on the process `proc` at `path`.
+pub(crate) async fn serve(proc: &Proc, path: &Path, op: ProcOp, stream: &mut StreamHandle) -> Option<Response> {
+    match op {
+        ProcOp::Make(_) => Some(Err(WireError::at(
+            ErrorKind::Exists,
+            path,
+            format!("anchor {path} already holds a proc"),
+        ))),
+        ProcOp::Stdin => write_in(proc, path, stream).await,
+        ProcOp::Stdout => read_out(proc, path, "stdout", stream).await,
+        ProcOp::Stderr => read_out(proc, path, "stderr", stream).await,
+        ProcOp::Wait => wait(proc, path, stream).await,
+        ProcOp::Signal(name) => Some(signal(proc, path, &name)),
     }
+}
+
+/// The process, for `stats`, while it runs.
+pub(crate) fn processes(proc: &Proc) -> Vec<ProcessInfo> {
+    proc.pid()
+        .filter(|_| !proc.stat().phase.is_final())
+        .map(|pid| ProcessInfo {
+            pid,
+            label: String::new(),
+        })
+        .into_iter()
+        .collect()
 }
 
 /// `mkproc`: starts the process and places it at `path`. A process that
 /// cannot be started stays as an element in phase `unknown` (unless its spec
 /// says `Scrub`), and the request fails with the exec error.
-pub fn make(state: &Arc<State>, path: &Path, spec: &ProcSpec) -> Response {
-    if path.is_server_root() {
-        return Err(WireError::new(
-            ErrorKind::Invalid,
-            format!("{path} is a server; make the process below it, like {path}/name"),
-        ));
-    }
-    crate::elements::proc::validate(spec).map_err(|e| wire(path, e))?;
-    let proc = {
-        let mut ns = state.ns.lock().unwrap();
-        if let Some(old) = ns.get(path.names()) {
-            return Err(WireError::new(
-                ErrorKind::Exists,
-                format!("anchor {path} already holds a {}", old.kind()),
-            ));
-        }
-        // Spawned under the lock so that two makers of one path cannot both start.
-        let proc = Proc::spawn(&state.reaper, spec.clone());
-        if proc.spawn_error().is_none() || !spec.scrub {
-            ns.insert(path.names(), Element::Proc(proc.clone()))
-                .expect("checked free under the same lock");
-        }
-        proc
-    };
+pub(crate) fn make(ctx: &Ctx, path: &Path, spec: ProcSpec) -> Response {
+    super::validate(&spec).map_err(|e| wire(path, e))?;
+    // Spawned under the namespace lock so that two makers of one path cannot both start.
+    let proc = ctx.make(path, "process", || {
+        let proc = Proc::spawn(&ctx.reaper, spec.clone());
+        let keep = proc.spawn_error().is_none() || !spec.scrub;
+        (keep.then(|| Element::Proc(proc.clone())), proc)
+    })?;
     if let Some(err) = proc.spawn_error() {
         warn!(op = "mkproc", %path, cmd = %spec.path, error = %err, kept = !spec.scrub, "cannot start");
-        return Err(WireError::new(ErrorKind::Io, err));
+        return Err(WireError::at(ErrorKind::Io, path, err));
     }
     info!(op = "mkproc", %path, cmd = %spec.path, args = ?spec.args, pid = proc.pid(), scrub = spec.scrub, "started");
     if let Some(pid) = proc.pid() {
-        state.events.emit(path, circuit_proto::EventKind::Spawned { pid });
+        ctx.events.emit(path, circuit_proto::EventKind::Spawned { pid });
     }
     // Watches the process until it ends (scrubbed or not): logs the end,
     // reports it as an event and, with `Scrub`, removes the element.
-    let (state, path) = (state.clone(), path.clone());
+    let (ctx, path) = (ctx.clone(), path.clone());
     tokio::spawn(async move {
         let Some(stat) = proc.ended().await else { return };
         info!(op = "exit", %path, pid = proc.pid(), phase = %stat.phase, exit = ?stat.exit, "process ended");
-        state.events.emit(
+        ctx.events.emit(
             &path,
             circuit_proto::EventKind::Exited {
                 pid: stat.pid,
@@ -83,7 +82,7 @@ pub fn make(state: &Arc<State>, path: &Path, spec: &ProcSpec) -> Response {
         if !proc.spec().scrub {
             return;
         }
-        let mut ns = state.ns.lock().unwrap();
+        let mut ns = ctx.ns.lock().unwrap();
         if matches!(ns.get(path.names()), Some(Element::Proc(p)) if Arc::ptr_eq(&p, &proc)) {
             ns.remove(path.names());
             drop(ns);
@@ -103,16 +102,10 @@ async fn gone<R: AsyncRead + Unpin>(rd: &mut R) {
 
 /// `wait`: answers once the process has ended. Gives up quietly if the
 /// client goes away first.
-pub async fn wait(state: &State, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
-    let proc = match get(state, path) {
-        Ok(p) => p,
-        Err(e) => return Some(Err(e)),
-    };
+async fn wait(proc: &Proc, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
     tokio::select! {
         r = proc.wait() => Some(match r {
-            Ok(stat) => serde_json::to_string(&stat)
-                .map(Reply::Json)
-                .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string())),
+            Ok(stat) => Ok(Reply::Exit(Box::new(stat))),
             Err(e) => Err(wire(path, e)),
         }),
         _ = gone(stream) => None,
@@ -120,8 +113,7 @@ pub async fn wait(state: &State, path: &Path, stream: &mut StreamHandle) -> Opti
 }
 
 /// `signal`.
-pub fn signal(state: &State, path: &Path, name: &str) -> Response {
-    let proc = get(state, path)?;
+fn signal(proc: &Proc, path: &Path, name: &str) -> Response {
     let sig = proc.signal(name).map_err(|e| wire(path, e))?;
     info!(op = "signal", %path, pid = proc.pid(), signal = %sig, "signalled");
     Ok(Reply::Done)
@@ -129,11 +121,7 @@ pub fn signal(state: &State, path: &Path, name: &str) -> Response {
 
 /// `stdout` / `stderr`: streams the pipe to the client until end of file,
 /// while the client stays. A client that leaves frees the stream for the next.
-pub async fn read_out(state: &State, path: &Path, which: &'static str, stream: &mut StreamHandle) -> Option<Response> {
-    let proc = match get(state, path) {
-        Ok(p) => p,
-        Err(e) => return Some(Err(e)),
-    };
+async fn read_out(proc: &Proc, path: &Path, which: &'static str, stream: &mut StreamHandle) -> Option<Response> {
     let lease = match which {
         "stderr" => proc.stderr(),
         _ => proc.stdout(),
@@ -146,7 +134,7 @@ pub async fn read_out(state: &State, path: &Path, which: &'static str, stream: &
         return None;
     }
     info!(op = which, %path, "reader attached");
-    let (bytes, end) = copy_out(&proc, &mut lease, stream).await;
+    let (bytes, end) = copy_out(proc, &mut lease, stream).await;
     info!(op = which, %path, bytes, end, "reader detached");
     None
 }
@@ -180,11 +168,7 @@ async fn copy_out(proc: &Proc, lease: &mut OutLease, stream: &mut StreamHandle) 
 /// connection) leaves stdin open for the next writer. If the process stops
 /// reading (it exited), the error is answered at once and the rest of the
 /// client's chunks are discarded.
-pub async fn write_in(state: &State, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
-    let proc = match get(state, path) {
-        Ok(p) => p,
-        Err(e) => return Some(Err(e)),
-    };
+async fn write_in(proc: &Proc, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
     let mut lease = match proc.stdin() {
         Ok(l) => l,
         Err(e) => return Some(Err(wire(path, e))),

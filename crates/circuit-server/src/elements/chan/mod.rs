@@ -35,10 +35,11 @@
 //! - `NumSend` counts messages whose sender finished writing them,
 //!   `NumRecv` messages handed on whole to a receiver.
 
+pub(crate) mod ops;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::oneshot;
 
@@ -84,21 +85,7 @@ pub enum Effect<M, S, R> {
     FailRecv(R, ChanError),
 }
 
-/// What `peek` shows of a channel. The field order is the JSON key order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ChanStat {
-    /// Buffer capacity, in messages.
-    pub cap: u64,
-    /// `close` was called.
-    pub closed: bool,
-    /// The channel was scrubbed.
-    pub aborted: bool,
-    /// Messages their senders finished writing.
-    pub num_send: u64,
-    /// Messages handed on whole to a receiver.
-    pub num_recv: u64,
-}
+pub use circuit_proto::ChanStat;
 
 struct WaitingSender<M, S> {
     ticket: Ticket,

@@ -23,6 +23,8 @@
 //!   the server, as in the original; once the server is gone their output
 //!   pipes have no reader (a write raises SIGPIPE, as with any pipe).
 
+pub(crate) mod ops;
+
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;

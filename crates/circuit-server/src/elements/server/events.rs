@@ -1,4 +1,4 @@
-//! `events` streams ([`Request::Events`]): this server's events for a path
+//! `events` streams ([`AnchorOp::Events`]): this server's events for a path
 //! below it, or, at `/`, the events of the whole cluster merged by the
 //! server the client dialed.
 //!
@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use circuit_proto::conn::{self, StreamHandle};
 use circuit_proto::frame::{read_frame, write_frame};
-use circuit_proto::{Event, EventKind, Path, Reply, Request, Response, ServerId};
+use circuit_proto::{AnchorOp, Event, EventKind, Path, Reply, Request, Response, ServerId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::State;
+use crate::elements::Ctx;
 use crate::membership::node::Node;
 use crate::membership::swim::MemberEvent;
 
@@ -34,15 +35,15 @@ const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reports joins and leaves on the bus, as events about `/X…` of the
 /// server that joined or left.
-pub fn announce_members(state: Arc<State>) {
-    let mut members = state.members.subscribe();
+pub fn announce_members(ctx: Ctx) {
+    let mut members = ctx.members.subscribe();
     tokio::spawn(async move {
         loop {
             match members.recv().await {
-                Ok(MemberEvent::Joined(id)) => state.events.emit(&Path::server(id), EventKind::Joined),
-                Ok(MemberEvent::Left(id)) => state.events.emit(&Path::server(id), EventKind::Left),
+                Ok(MemberEvent::Joined(id)) => ctx.events.emit(&Path::server(id), EventKind::Joined),
+                Ok(MemberEvent::Left(id)) => ctx.events.emit(&Path::server(id), EventKind::Left),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    state.events.emit(&Path::server(state.id), EventKind::Lost { count: n })
+                    ctx.events.emit(&Path::server(ctx.id), EventKind::Lost { count: n })
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
@@ -57,13 +58,13 @@ async fn gone(rd: &mut (impl AsyncRead + Unpin)) {
 }
 
 /// The events of this server about `path` and below.
-pub async fn local(state: &State, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
-    let mut bus = state.events.subscribe();
+pub async fn local(ctx: &Ctx, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
+    let mut bus = ctx.events.subscribe();
     conn::respond(stream, &Ok(Reply::Done)).await.ok()?;
     info!(op = "events", %path, "listener attached");
     let (mut rd, mut wr) = tokio::io::split(stream);
     let why = tokio::select! {
-        why = pump_bus(state, path, &mut bus, &mut wr) => why,
+        why = pump_bus(ctx, path, &mut bus, &mut wr) => why,
         _ = gone(&mut rd) => "client left",
     };
     info!(op = "events", %path, why, "listener detached");
@@ -72,7 +73,7 @@ pub async fn local(state: &State, path: &Path, stream: &mut StreamHandle) -> Opt
 
 /// Copies the bus's events under `path` to `wr`, reporting lags.
 async fn pump_bus(
-    state: &State,
+    ctx: &Ctx,
     path: &Path,
     bus: &mut broadcast::Receiver<Event>,
     wr: &mut (impl AsyncWrite + Unpin),
@@ -81,9 +82,7 @@ async fn pump_bus(
         let ev = match bus.recv().await {
             Ok(ev) if ev.is_under(path) => ev,
             Ok(_) => continue,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                state.events.stamp(path.clone(), EventKind::Lost { count: n })
-            }
+            Err(broadcast::error::RecvError::Lagged(n)) => ctx.events.stamp(path.clone(), EventKind::Lost { count: n }),
             Err(broadcast::error::RecvError::Closed) => return "server stopping",
         };
         if write_frame(wr, &ev).await.is_err() {
@@ -105,7 +104,7 @@ impl Drop for Feeds {
 
 impl Feeds {
     fn add(&mut self, state: &Arc<State>, node: Node, tx: &mpsc::Sender<Event>, lost: &Arc<AtomicU64>) {
-        if node.id == state.id || self.0.get(&node.id).is_some_and(|t| !t.is_finished()) {
+        if node.id == state.ctx.id || self.0.get(&node.id).is_some_and(|t| !t.is_finished()) {
             return;
         }
         let task = tokio::spawn(feed(state.clone(), node, tx.clone(), lost.clone()));
@@ -129,9 +128,7 @@ async fn feed(state: Arc<State>, node: Node, tx: mpsc::Sender<Event>, lost: Arc<
             return;
         }
     };
-    let req = Request::Events {
-        path: Path::server(node.id),
-    };
+    let req = Request::new(Path::server(node.id), AnchorOp::Events);
     if write_frame(&mut up, &req).await.is_err() {
         return;
     }
@@ -160,12 +157,12 @@ async fn feed(state: Arc<State>, node: Node, tx: mpsc::Sender<Event>, lost: Arc<
 /// member, followed as members join and leave.
 pub async fn cluster(state: &Arc<State>, stream: &mut StreamHandle) -> Option<Response> {
     let root = Path::root();
-    let mut bus = state.events.subscribe();
-    let mut members = state.members.subscribe();
+    let mut bus = state.ctx.events.subscribe();
+    let mut members = state.ctx.members.subscribe();
     let (tx, mut rx) = mpsc::channel(MERGE_CAPACITY);
     let lost = Arc::new(AtomicU64::new(0));
     let mut feeds = Feeds(HashMap::new());
-    for node in state.members.members() {
+    for node in state.ctx.members.members() {
         feeds.add(state, node, &tx, &lost);
     }
     conn::respond(stream, &Ok(Reply::Done)).await.ok()?;
@@ -182,20 +179,20 @@ pub async fn cluster(state: &Arc<State>, stream: &mut StreamHandle) -> Option<Re
         let ev = tokio::select! {
             r = bus.recv() => match r {
                 Ok(ev) => ev,
-                Err(broadcast::error::RecvError::Lagged(n)) => state.events.stamp(root.clone(), EventKind::Lost { count: n }),
+                Err(broadcast::error::RecvError::Lagged(n)) => state.ctx.events.stamp(root.clone(), EventKind::Lost { count: n }),
                 Err(broadcast::error::RecvError::Closed) => break "server stopping",
             },
             Some(ev) = rx.recv() => ev,
             m = members.recv() => {
                 match m {
                     Ok(MemberEvent::Joined(id)) => {
-                        if let Some(node) = state.members.get(id) {
+                        if let Some(node) = state.ctx.members.get(id) {
                             feeds.add(state, node, &tx, &lost);
                         }
                     }
                     Ok(MemberEvent::Left(id)) => feeds.drop_member(id),
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        for node in state.members.members() {
+                        for node in state.ctx.members.members() {
                             feeds.add(state, node, &tx, &lost);
                         }
                     }
@@ -204,12 +201,12 @@ pub async fn cluster(state: &Arc<State>, stream: &mut StreamHandle) -> Option<Re
                 continue;
             },
             _ = check.tick() => {
-                for node in state.members.members() {
+                for node in state.ctx.members.members() {
                     feeds.add(state, node, &tx, &lost);
                 }
                 match lost.swap(0, Ordering::Relaxed) {
                     0 => continue,
-                    n => state.events.stamp(root.clone(), EventKind::Lost { count: n }),
+                    n => state.ctx.events.stamp(root.clone(), EventKind::Lost { count: n }),
                 }
             },
             _ = gone(&mut rd) => break "client left",
@@ -219,7 +216,7 @@ pub async fn cluster(state: &Arc<State>, stream: &mut StreamHandle) -> Option<Re
         }
         let n = lost.swap(0, Ordering::Relaxed);
         if n > 0 {
-            let ev = state.events.stamp(root.clone(), EventKind::Lost { count: n });
+            let ev = state.ctx.events.stamp(root.clone(), EventKind::Lost { count: n });
             if write_frame(&mut wr, &ev).await.is_err() {
                 break "client left";
             }

@@ -1,6 +1,5 @@
-//! Requests on subscription elements (`@join`, `@leave`): make and recv.
-//! The element (`elements::subscription`) knows events; this glue knows
-//! streams, the namespace and the wire.
+//! The subscription element's operations (`@join`, `@leave`): make and
+//! recv. `mod.rs` knows events; this file knows streams and the wire.
 //!
 //! `recv` takes the same shape as a channel's: the server answers `Done`
 //! once an event is available, then sends it as one chunked message
@@ -16,46 +15,25 @@ use circuit_proto::{ErrorKind, Path, Reply, Response, SubscriptionSource, WireEr
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tracing::info;
 
-use crate::State;
-use crate::elements::Element;
-use crate::elements::subscription::{SubError, Subscription};
+use super::{SubError, Subscription};
+use crate::elements::{Ctx, Element};
 
 fn wire(path: &Path, e: SubError) -> WireError {
     let kind = match e {
         SubError::Scrubbed => ErrorKind::Aborted,
         SubError::Closed => ErrorKind::Closed,
     };
-    WireError::new(kind, format!("{path}: {e}"))
-}
-
-/// The subscription at `path`, if that is what the anchor holds.
-pub fn get(state: &State, path: &Path) -> Option<Arc<Subscription>> {
-    match state.ns.lock().unwrap().get(path.names()) {
-        Some(Element::Subscription(s)) => Some(s),
-        _ => None,
-    }
+    WireError::at(kind, path, format!("{path}: {e}"))
 }
 
 /// `mk@join` / `mk@leave`: places a new subscription at `path`. It sees
 /// the membership events from now on.
-pub fn make(state: &State, path: &Path, source: SubscriptionSource) -> Response {
-    if path.is_server_root() {
-        return Err(WireError::new(
-            ErrorKind::Invalid,
-            format!("{path} is a server; make the subscription below it, like {path}/name"),
-        ));
-    }
-    let mut ns = state.ns.lock().unwrap();
-    if let Some(old) = ns.get(path.names()) {
-        info!(op = source.verb(), %path, holds = old.kind(), "refused: anchor taken");
-        return Err(WireError::new(
-            ErrorKind::Exists,
-            format!("anchor {path} already holds a {}", old.kind()),
-        ));
-    }
-    let sub = Subscription::start(path.clone(), source, state.members.subscribe());
-    ns.insert(path.names(), Element::Subscription(sub))
-        .expect("checked free under the same lock");
+pub(crate) fn make(ctx: &Ctx, path: &Path, source: SubscriptionSource) -> Response {
+    ctx.make(path, "subscription", || {
+        let sub = Subscription::start(path.clone(), source, ctx.members.subscribe());
+        (Some(Element::Subscription(sub)), ())
+    })
+    .inspect_err(|e| info!(op = source.verb(), %path, error = %e, "refused"))?;
     info!(op = source.verb(), %path, "made");
     Ok(Reply::Done)
 }
@@ -68,7 +46,7 @@ async fn gone(stream: &mut (impl AsyncRead + Unpin)) {
 }
 
 /// `recv` on a subscription: one event onto the stream.
-pub async fn recv(path: &Path, sub: Arc<Subscription>, stream: &mut StreamHandle) -> Option<Response> {
+pub(crate) async fn recv(path: &Path, sub: Arc<Subscription>, stream: &mut StreamHandle) -> Option<Response> {
     let kind = sub.kind();
     let taken = tokio::select! {
         r = sub.recv() => r,
