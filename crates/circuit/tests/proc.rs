@@ -387,6 +387,42 @@ fn scrub_detaches_and_the_server_still_reaps() {
     srv.mkproc(&p, &spec("/bin/true", &[]));
 }
 
+/// CPU time (user + system, in clock ticks) of a process, from /proc.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the server runs");
+    // Fields after the command name (which may hold spaces) start after ") ".
+    let rest = &stat[stat.rfind(") ").expect("a stat line") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn scrub_of_a_fast_writer_costs_nothing_after() {
+    // Scrub abandons the process, but closes our ends of its pipes: `yes`
+    // meets a closed pipe and ends, instead of the server draining it at
+    // 100 % of a core for ever while it runs at 100 % of another.
+    let srv = TestServer::start(&[]);
+    let p = format!("{}/yes", srv.id);
+    let pid = srv.mkproc(&p, &spec("/usr/bin/yes", &[]));
+    let _pids = Pids::of([pid]);
+    // Let it fill its pipe, as an unread writer does.
+    std::thread::sleep(Duration::from_millis(200));
+    ok(srv.cli("scrub", &[&p]));
+    let end = Instant::now() + Duration::from_secs(10);
+    while state(pid).is_some() {
+        assert!(Instant::now() < end, "yes still {:?} 10 s after its scrub", state(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = cpu_ticks(srv.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(srv.child.id()) - before;
+    assert!(
+        spent < 30,
+        "the server spent {spent} ticks of the last second after the scrub"
+    );
+    assert_eq!(ok(srv.cli("peek", &[&p])), "null\n");
+}
+
 #[test]
 fn scrub_on_exit() {
     let srv = TestServer::start(&[]);

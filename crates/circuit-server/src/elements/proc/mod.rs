@@ -17,11 +17,12 @@
 //!   did); `mkproc` reports the error. With `Scrub: true` nothing is kept.
 //! - **Scrub** detaches a running process: it keeps running (in its own
 //!   process group, so a Ctrl-C at the server's terminal does not reach it),
-//!   its stdin is closed, its stdout and stderr are drained and discarded until
-//!   it exits, and the reaper still reaps it. Pending `wait`s fail with
-//!   "aborted". Stopping the server scrubs every element, so processes outlive
-//!   the server, as in the original; once the server is gone their output
-//!   pipes have no reader (a write raises SIGPIPE, as with any pipe).
+//!   its stdin is closed, and so are our ends of its stdout and stderr: its
+//!   next write meets a closed pipe (SIGPIPE, as with any pipe), so a process
+//!   that writes ends there while a quiet one runs on; the reaper still reaps
+//!   it. Pending `wait`s fail with "aborted". Stopping the server scrubs
+//!   every element the same way, so processes outlive the server, as in the
+//!   original.
 
 pub(crate) mod ops;
 
@@ -37,7 +38,6 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
 use tokio::task::JoinHandle;
@@ -561,8 +561,8 @@ impl Proc {
     }
 
     /// Detaches the process (see the module docs): waiters and streams are
-    /// aborted, stdin is closed, stdout and stderr are drained until the
-    /// process ends. Must run within the server's runtime.
+    /// aborted, stdin, stdout and stderr are closed on our side. Must run
+    /// within the server's runtime.
     pub fn scrub(&self) {
         if self.scrubbed.send_replace(true) {
             return;
@@ -571,19 +571,13 @@ impl Proc {
         tokio::spawn(async move {
             stdin.lock().await.take();
         });
+        // Our ends of stdout and stderr close: the process meets a closed
+        // pipe at its next write (SIGPIPE or EPIPE), exactly as when the
+        // server stops. Draining them instead would burn a core for as long
+        // as a fast writer runs, with no element left to find it.
         for out in [self.stdout.clone(), self.stderr.clone()] {
-            let mut status = self.status.clone();
             tokio::spawn(async move {
-                let Some(mut pipe) = out.lock().await.take() else {
-                    return;
-                };
-                let mut sink = vec![0u8; PIPE_SIZE];
-                loop {
-                    tokio::select! {
-                        r = pipe.read(&mut sink) => if !matches!(r, Ok(n) if n > 0) { return },
-                        _ = status.wait_for(|s| s.phase.is_final()) => return,
-                    }
-                }
+                out.lock().await.take();
             });
         }
     }
