@@ -378,6 +378,15 @@ pub struct ChanReader {
 }
 
 impl ChanReader {
+    /// A reader of one chunked message on `stream` (also a process's output).
+    pub(crate) fn over(stream: StreamHandle) -> ChanReader {
+        ChanReader {
+            stream,
+            acc: Vec::new(),
+            state: ReaderState::Header,
+        }
+    }
+
     fn fail(&mut self, e: io::Error) -> io::Error {
         self.state = ReaderState::Failed(Failure::from_io(&e));
         e

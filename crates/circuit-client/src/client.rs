@@ -93,9 +93,16 @@ impl Client {
     /// requests that go on streaming.
     pub(crate) async fn call_stream(&self, req: &Request) -> Result<(Reply, StreamHandle), Error> {
         let mut control = self.control.clone();
-        let (resp, stream) = conn::call(&mut control, req)
-            .await
-            .map_err(|e| Error::from_call(e, &self.url.addr))?;
+        // A stream cut while the connection lives means the owner, when it
+        // is another server, went away: name it rather than the dial-in.
+        let owner = req.path.server_id().filter(|id| *id != self.url.id);
+        let (resp, stream) = match conn::call(&mut control, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                let owner = owner.filter(|_| !control.is_closed());
+                return Err(Error::from_call(e, &self.url.addr, owner));
+            }
+        };
         Ok((resp?, stream))
     }
 

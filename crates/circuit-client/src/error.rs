@@ -35,6 +35,17 @@ pub enum Error {
     /// The connection to the dial-in server was lost.
     #[error("lost the connection to {0}")]
     Closed(String),
+    /// A request forwarded to another server was cut before its answer:
+    /// that server (or the way to it) went away.
+    #[error(
+        "lost server {server} before it answered (asked through {addr}); it may have died or left the cluster: see `circuit ls /`"
+    )]
+    OwnerLost {
+        /// The server that owns the path.
+        server: circuit_proto::ServerId,
+        /// The dial-in server the request went through.
+        addr: String,
+    },
     /// The server received the request and refused it or failed it.
     #[error(transparent)]
     Remote(#[from] WireError),
@@ -63,9 +74,15 @@ impl Error {
         }
     }
 
-    pub(crate) fn from_call(e: CallError, addr: &str) -> Error {
+    pub(crate) fn from_call(e: CallError, addr: &str, owner: Option<circuit_proto::ServerId>) -> Error {
         match e {
-            CallError::Closed => Error::Closed(addr.to_string()),
+            CallError::Closed => match owner {
+                Some(server) => Error::OwnerLost {
+                    server,
+                    addr: addr.to_string(),
+                },
+                None => Error::Closed(addr.to_string()),
+            },
             CallError::Frame(f) => Error::Protocol(f.to_string()),
         }
     }

@@ -25,7 +25,7 @@ use circuit_proto::{Path, ProcOp, ProcSpec, ProcStat, Reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::anchor::Anchor;
-use crate::chan::{ChanWriter, from_io};
+use crate::chan::{ChanReader, ChanWriter, from_io};
 use crate::error::Error;
 
 impl Anchor {
@@ -102,13 +102,13 @@ impl Proc {
     /// Dropping the reader early leaves the rest for the next reader.
     pub async fn stdout(&self) -> Result<ProcOutput, Error> {
         let stream = self.0.open(ProcOp::Stdout).await?;
-        Ok(ProcOutput { stream })
+        Ok(ProcOutput::over(stream, self.path()))
     }
 
     /// Reads the process's stderr, as [`Proc::stdout`].
     pub async fn stderr(&self) -> Result<ProcOutput, Error> {
         let stream = self.0.open(ProcOp::Stderr).await?;
-        Ok(ProcOutput { stream })
+        Ok(ProcOutput::over(stream, self.path()))
     }
 }
 
@@ -154,22 +154,47 @@ impl AsyncWrite for ProcStdin {
 }
 
 /// The process's stdout or stderr, as an [`AsyncRead`] that ends at the
-/// process's end of file.
+/// process's end of file. The server marks that end explicitly, so output
+/// cut short (its server died, the connection was lost, the element was
+/// scrubbed) is a read error, never a silent end of file.
 pub struct ProcOutput {
-    stream: StreamHandle,
+    reader: ChanReader,
+    path: Path,
 }
 
 impl ProcOutput {
+    fn over(stream: StreamHandle, path: &Path) -> ProcOutput {
+        ProcOutput {
+            reader: ChanReader::over(stream),
+            path: path.clone(),
+        }
+    }
+
     /// Reads everything to end of file.
     pub async fn read_all(mut self) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
-        self.stream.read_to_end(&mut out).await.map_err(Error::Io)?;
+        self.read_to_end(&mut out).await.map_err(from_io)?;
         Ok(out)
     }
 }
 
 impl AsyncRead for ProcOutput {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        match Pin::new(&mut self.reader).poll_read(cx, buf) {
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                let owner = self
+                    .path
+                    .server_id()
+                    .map_or_else(|| "its server".to_string(), |id| format!("server {id}"));
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the output of {} was cut short: the stream from {owner} ended before the output did ({owner} may have died; see `circuit ls /`)",
+                        self.path
+                    ),
+                )))
+            }
+            other => other,
+        }
     }
 }

@@ -39,6 +39,11 @@ pub struct Control {
 }
 
 impl Control {
+    /// True once the connection is gone (its driver has stopped).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Opens a new stream to the other end.
     pub async fn open_stream(&mut self) -> io::Result<StreamHandle> {
         let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "connection closed");

@@ -283,3 +283,82 @@ fn a_chain_of_joins_forms_one_cluster() {
     let v: serde_json::Value = serde_json::from_str(&ok(servers[0].cli("peek", &[&servers[3].id]))).unwrap();
     assert_eq!(v["Members"], 6);
 }
+
+/// `circuit stdout` through another server, whose owner dies mid-stream,
+/// fails (non-zero, naming the dead server) instead of ending as if the
+/// output were whole.
+#[test]
+fn output_cut_short_by_a_dead_owner_is_an_error() {
+    let Some(net) = Net::new(2) else { return };
+    let s0 = start_in(&net, 0, &[]);
+    let mut s1 = start_in(&net, 1, &["-j", &s0.url]);
+    let all = ids([&s0, &s1]);
+    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0) == all));
+    let p = format!("{}/talker", s1.id);
+    let spec = br#"{"Path": "/bin/sh", "Args": ["-c", "echo one; exec sleep 60"]}"#;
+    ok(net.cli_in(0, &["mkproc", "-d", &s0.url, &p], spec));
+    let peek: serde_json::Value = serde_json::from_str(&ok(net.cli(0, &["peek", "-d", &s0.url, &p]))).unwrap();
+    let _pids = common::Pids::of([peek["Pid"].as_u64().expect("a pid")]);
+    let mut reader = net.command(0, &bin());
+    reader
+        .args(["stdout", "-d", &s0.url, &p])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let reader = reader.spawn().expect("spawn circuit stdout");
+    // And a receiver waiting on a channel of the owner, through s0 too.
+    let c = format!("{}/ch", s1.id);
+    ok(net.cli(0, &["mkchan", "-d", &s0.url, &c, "0"]));
+    let mut waiting = net.command(0, &bin());
+    waiting
+        .args(["recv", "-d", &s0.url, &c])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let waiting = waiting.spawn().expect("spawn circuit recv");
+    std::thread::sleep(Duration::from_millis(500));
+    s1.child.kill().expect("kill the owner");
+    let _ = s1.child.wait();
+    let end = Instant::now() + Duration::from_secs(15);
+    let mut reader = reader;
+    let status = loop {
+        if let Some(st) = reader.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = reader.kill();
+            panic!("circuit stdout still running 15 s after its owner died");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = reader.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "a cut stream exited 0; stderr: {err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n");
+    let owner = s1.id.trim_start_matches('/');
+    assert!(
+        err.contains(owner),
+        "the error does not name the dead server {owner}: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+
+    let mut waiting = waiting;
+    let end = Instant::now() + Duration::from_secs(15);
+    while waiting.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = waiting.kill();
+            panic!("circuit recv still waiting 15 s after its owner died");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = waiting.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "recv from a dead owner exited 0");
+    assert!(
+        err.contains(owner),
+        "the error does not name the dead server {owner}: {err}"
+    );
+    let dial = s0.url.split('/').nth(2).unwrap();
+    assert!(
+        !err.contains(&format!("lost the connection to {dial}")),
+        "blames the dial-in server: {err}"
+    );
+}

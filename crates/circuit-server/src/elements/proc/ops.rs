@@ -134,27 +134,41 @@ async fn read_out(proc: &Proc, path: &Path, which: &'static str, stream: &mut St
         return None;
     }
     info!(op = which, %path, "reader attached");
-    let (bytes, end) = copy_out(proc, &mut lease, stream).await;
+    let (bytes, end) = copy_out(proc, path, &mut lease, stream).await;
     info!(op = which, %path, bytes, end, "reader detached");
     None
 }
 
-async fn copy_out(proc: &Proc, lease: &mut OutLease, stream: &mut StreamHandle) -> (u64, &'static str) {
+/// Copies the pipe to the client as chunks ([`chunk`]): data, then the end
+/// chunk once the process's end of file is reached, or a failure chunk if
+/// the element is scrubbed meanwhile. A stream that stops without either
+/// tells the client its output was cut short.
+async fn copy_out(proc: &Proc, path: &Path, lease: &mut OutLease, stream: &mut StreamHandle) -> (u64, &'static str) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = vec![0u8; PIPE_SIZE];
     let mut total = 0u64;
     loop {
         let n = tokio::select! {
             r = lease.reader().read(&mut buf) => match r {
-                Ok(0) => return (total, "end of file"),
+                Ok(0) => {
+                    let _ = chunk::write_end(&mut wr).await;
+                    return (total, "end of file");
+                }
                 Ok(n) => n,
-                Err(_) => return (total, "pipe error"),
+                Err(e) => {
+                    let err = wire(path, ProcError::Os(format!("reading the process's output: {e}")));
+                    let _ = chunk::write_fail(&mut wr, &err).await;
+                    return (total, "pipe error");
+                }
             },
             _ = gone(&mut rd) => return (total, "client left"),
-            _ = proc.scrubbed() => return (total, "scrubbed"),
+            _ = proc.scrubbed() => {
+                let _ = chunk::write_fail(&mut wr, &wire(path, ProcError::Aborted)).await;
+                return (total, "scrubbed");
+            }
         };
         tokio::select! {
-            r = wr.write_all(&buf[..n]) => if r.is_err() { return (total, "client left") },
+            r = chunk::write_data(&mut wr, &buf[..n]) => if r.is_err() { return (total, "client left") },
             _ = gone(&mut rd) => return (total, "client left"),
             _ = proc.scrubbed() => return (total, "scrubbed"),
         }

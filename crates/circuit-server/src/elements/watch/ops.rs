@@ -100,7 +100,6 @@ pub(crate) async fn peek(watch: &Watch, path: &Path) -> Result<WatchStat, WireEr
 /// process (each line prefixed by `[WID] `, by slot) as raw bytes, then ends
 /// the stream. Fails unless the spec keeps that stream in rings.
 async fn read_out(watch: &Watch, path: &Path, which: &'static str, stream: &mut StreamHandle) -> Option<Response> {
-    use tokio::io::AsyncWriteExt;
     let bytes = match watch.output(which == "stderr") {
         Ok(b) => b,
         Err(e) => return Some(Err(wire(path, e))),
@@ -108,8 +107,13 @@ async fn read_out(watch: &Watch, path: &Path, which: &'static str, stream: &mut 
     if circuit_proto::conn::respond(stream, &Ok(Reply::Done)).await.is_err() {
         return None;
     }
-    let _ = stream.write_all(&bytes).await;
-    let _ = stream.flush().await;
+    // As a process's output: chunks, then the end chunk that says it is whole.
+    for piece in bytes.chunks(circuit_proto::chunk::MAX_CHUNK) {
+        if circuit_proto::chunk::write_data(stream, piece).await.is_err() {
+            return None;
+        }
+    }
+    let _ = circuit_proto::chunk::write_end(stream).await;
     info!(op = which, %path, bytes = bytes.len(), "watcher output sent");
     None
 }
