@@ -3,6 +3,7 @@
 mod args;
 mod cmd;
 mod dial;
+mod lenient;
 mod stdin;
 mod values;
 

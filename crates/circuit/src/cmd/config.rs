@@ -116,9 +116,11 @@ fn declaration(kind: &str, name: &str, mut fields: toml::Table) -> std::result::
     let names = anchor(name, &mut fields)?;
     let element = match kind {
         "watch" => {
-            let json = serde_json::to_string(&fields).map_err(|e| e.to_string())?;
+            let serde_json::Value::Object(fields) = serde_json::to_value(&fields).map_err(|e| e.to_string())? else {
+                return Err("a watch must be a table".into());
+            };
             Declared::Watch(Box::new(
-                crate::cmd::watch::parse_spec(&json).map_err(|e| e.to_string())?,
+                crate::cmd::watch_spec::from_fields(fields).map_err(|e| e.to_string())?,
             ))
         }
         _ => {

@@ -12,7 +12,7 @@ pub mod start;
 pub mod subscription;
 pub mod top;
 pub mod watch;
-pub mod watch_opts;
+pub mod watch_spec;
 
 use anyhow::{Context, Result};
 use circuit_client::{Client, Path};

@@ -4,13 +4,14 @@
 
 use std::io::Write;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use circuit_client::{Client, Path, ProcSpec, ProcStat};
 use clap::Subcommand;
-use serde_json::Value;
+use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
 use crate::cmd::{failed, print_json};
+use crate::lenient::{self, FlagOrNull, Strings, Text};
 use crate::values;
 
 /// The process commands.
@@ -55,81 +56,43 @@ impl Cmd {
     }
 }
 
-const KNOWN: &str = "Env, Dir, Path, Args, Scrub";
-const EXAMPLE: &str = r#"{"Path": "/bin/ls", "Args": ["/"]}"#;
+/// How `mkproc` reads its spec.
+const SPEC: lenient::Kind = lenient::Kind {
+    what: "process spec",
+    example: r#"{"Path": "/bin/ls", "Args": ["/"]}"#,
+    aliases: &[],
+    braceless: true,
+};
 
-/// Parses a process spec as the original tool took it: JSON field names
-/// match case-insensitively; unknown fields are an error. For the seed
-/// README's example, which lost its braces, text that does not start with
-/// `{` is wrapped in braces, and a trailing comma before the closing brace
-/// is tolerated.
-pub fn parse_spec(text: &str) -> Result<ProcSpec> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        bail!("no process spec on stdin; give JSON like {EXAMPLE}");
-    }
-    let wrapped = !trimmed.starts_with('{');
-    let mut doc = if wrapped {
-        format!("{{{text}\n}}")
-    } else {
-        text.to_string()
-    };
-    drop_trailing_comma(&mut doc);
-    let value: Value = serde_json::from_str(&doc).map_err(|e| {
-        let (line, mut column) = (e.line(), e.column());
-        if wrapped && line == 1 {
-            column = column.saturating_sub(1).max(1);
-        }
-        let full = e.to_string();
-        let msg = full
-            .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
-            .unwrap_or(&full);
-        anyhow!("invalid JSON on stdin at line {line} column {column}: {msg}")
-    })?;
-    let Value::Object(fields) = value else {
-        bail!("the process spec must be a JSON object, like {EXAMPLE}");
-    };
-    let mut spec = ProcSpec::default();
-    for (key, v) in fields {
-        let string = |v: Value| -> Result<String> {
-            match v {
-                Value::Null => Ok(String::new()),
-                Value::String(s) => Ok(s),
-                other => bail!("field {key:?} of the process spec must be a string, not {other}"),
-            }
-        };
-        match key.to_ascii_lowercase().as_str() {
-            "env" => spec.env = super::watch::strings("process spec", &key, v)?,
-            "dir" => spec.dir = string(v)?,
-            "path" => spec.path = string(v)?,
-            "args" => spec.args = super::watch::strings("process spec", &key, v)?,
-            "scrub" => {
-                spec.scrub = match v {
-                    Value::Null => false,
-                    Value::Bool(b) => b,
-                    other => bail!("field {key:?} of the process spec must be true or false, not {other}"),
-                }
-            }
-            _ => bail!("unknown field {key:?} in the process spec; known: {KNOWN}"),
-        }
-    }
-    if spec.path.trim().is_empty() {
-        bail!("the process spec has no \"Path\"; give JSON like {EXAMPLE}");
-    }
-    Ok(spec)
+/// A process spec as the tool takes it: field names match
+/// case-insensitively; unknown fields are an error; `null` leaves a field
+/// empty. The field order is the order error messages list them in.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+struct ProcInput {
+    env: Strings,
+    dir: Text,
+    path: Text,
+    args: Strings,
+    scrub: FlagOrNull,
 }
 
-/// `{ "a": 1, }` → `{ "a": 1 }`: only the comma right before the final brace.
-fn drop_trailing_comma(doc: &mut String) {
-    let body = doc.trim_end();
-    let Some(inner) = body.strip_suffix('}') else {
-        return;
-    };
-    let before = inner.trim_end();
-    if before.ends_with(',') {
-        let at = before.len() - 1;
-        doc.remove(at);
+/// Parses a process spec as the original tool took it (see [`lenient`]). For
+/// the seed README's example, which lost its braces, text that does not
+/// start with `{` is wrapped in braces, and a trailing comma before the
+/// closing brace is tolerated.
+pub fn parse_spec(text: &str) -> Result<ProcSpec> {
+    let input: ProcInput = SPEC.parse(text).map_err(anyhow::Error::msg)?;
+    if input.path.0.trim().is_empty() {
+        bail!("the process spec has no \"Path\"; give JSON like {}", SPEC.example);
     }
+    Ok(ProcSpec {
+        env: input.env.0,
+        dir: input.dir.0,
+        path: input.path.0,
+        args: input.args.0,
+        scrub: input.scrub.0,
+    })
 }
 
 /// `mkproc [-scrub] PATH` with the spec on stdin.
