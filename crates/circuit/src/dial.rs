@@ -7,21 +7,24 @@ use anyhow::{Context, Result, bail};
 use circuit_client::{Client, Key};
 use clap::Args;
 
-/// Flags every client command takes.
-#[derive(Args, Debug, Clone)]
+/// The flags that say how to reach the cluster, declared once for every
+/// command (global: they go before or after the command's name). Client
+/// commands dial with them; `start` uses `-discover`, `-if` and `-hmac` as a
+/// server (see `cmd::start`).
+#[derive(Args, Debug, Clone, Default)]
 pub struct DialArgs {
     /// Dial-in server URL (circuit://HOST:PORT/PID/X…)
-    #[arg(short = 'd', long = "dial", value_name = "URL")]
+    #[arg(short = 'd', long = "dial", value_name = "URL", global = true)]
     pub dial: Option<String>,
-    /// Find a server by UDP multicast on ADDR (default group 228.8.8.8:8822)
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true,
+    /// UDP multicast discovery on ADDR (default group 228.8.8.8:8822): clients find a server there, `start` answers there ('' turns it off)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true, global = true,
           default_missing_value = circuit_proto::beacon::DEFAULT_GROUP, env = "CIRCUIT_DISCOVER")]
     pub discover: Option<String>,
-    /// Interface that multicast discovery goes through (default: the system's choice)
-    #[arg(long = "if", value_name = "IFACE")]
+    /// Network interface for multicast discovery (default: the system's choice); `start` also listens on its first IPv4 address
+    #[arg(long = "if", value_name = "IFACE", global = true)]
     pub iface: Option<String>,
     /// File holding the cluster key (as written by `circuit keygen`)
-    #[arg(long, value_name = "FILE", env = "CIRCUIT_HMAC")]
+    #[arg(long, value_name = "FILE", env = "CIRCUIT_HMAC", global = true)]
     pub hmac: Option<PathBuf>,
 }
 
@@ -56,6 +59,7 @@ pub fn iface_ip(name: &str) -> Result<Ipv4Addr> {
 impl DialArgs {
     /// Connects as the flags and environment say: `-d URL`, else `-discover`
     /// (or `CIRCUIT_DISCOVER`), else the URL in the file named by `CIRCUIT`.
+    /// The one place a client command connects.
     pub async fn connect(&self) -> Result<Client> {
         let key = load_key(&self.hmac)?;
         let url = if let Some(url) = &self.dial {

@@ -78,3 +78,15 @@ impl AsyncRead for StdinThread {
         Poll::Ready(Ok(()))
     }
 }
+
+/// Reads all of the tool's stdin as text (a spec, a list of paths), on the
+/// reading thread, so the runtime (and the client's connection) keeps running.
+pub async fn read_to_string() -> std::io::Result<String> {
+    let mut rx = pieces();
+    let mut all = Vec::new();
+    while let Some(piece) = rx.recv().await {
+        all.extend_from_slice(&piece?);
+    }
+    String::from_utf8(all)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+}

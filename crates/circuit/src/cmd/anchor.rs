@@ -1,22 +1,41 @@
-//! Commands on anchors of any kind: ls, peek, scrub, stop.
+//! Commands on anchors of any kind: ls, peek, scrub, join, stop.
 
 use std::cmp::Ordering;
 
 use anyhow::{Context, Result};
 use circuit_client::{Client, Entry, Path};
+use clap::Subcommand;
 
-/// Splits `PATH/...` into the path and the recursive flag.
-pub fn parse_glob(arg: &str) -> Result<(Path, bool)> {
-    let (path, recursive) = match arg.strip_suffix("...") {
-        Some(p) if p.ends_with('/') || p.is_empty() => (if p.is_empty() { "/" } else { p }, true),
-        _ => (arg, false),
-    };
-    Ok((path.parse().with_context(|| format!("bad path {arg:?}"))?, recursive))
+use crate::cmd::print_json;
+use crate::values::{self, Glob};
+
+/// The commands on anchors of any kind.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// List the children of PATH (PATH/... lists every descendant)
+    Ls(Ls),
+    /// Print the status of the element at PATH as JSON (null if empty)
+    Peek(Peek),
+    /// Remove the element at PATH
+    Scrub(Scrub),
+    /// Merge the cluster of the server at SERVER-PATH with the cluster of the server at URL
+    Join(Join),
+    /// Stop the server at SERVER-PATH (/X…) cleanly
+    #[command(visible_alias = "suicide")]
+    Stop(Stop),
 }
 
-/// Parses a plain path argument.
-pub fn parse_path(arg: &str) -> Result<Path> {
-    arg.parse().with_context(|| format!("bad path {arg:?}"))
+impl Cmd {
+    /// Runs the command.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        match self {
+            Cmd::Ls(a) => a.run(client).await,
+            Cmd::Peek(a) => a.run(client).await,
+            Cmd::Scrub(a) => a.run(client).await,
+            Cmd::Join(a) => a.run(client).await,
+            Cmd::Stop(a) => a.run(client).await,
+        }
+    }
 }
 
 /// Children before parents, siblings by name (`ls -depth`).
@@ -33,99 +52,131 @@ fn depth_first(a: &Entry, b: &Entry) -> Ordering {
 }
 
 /// `ls [-l] [-depth] PATH[/...]`
-pub async fn ls(client: &Client, arg: &str, long: bool, depth: bool) -> Result<()> {
-    let (path, recursive) = parse_glob(arg)?;
-    let anchor = client.anchor(path.clone());
-    let mut entries = if recursive {
-        anchor.list_all().await
-    } else {
-        anchor.list().await
-    }
-    .with_context(|| format!("ls {path}"))?;
-    if depth {
-        entries.sort_by(depth_first);
-    }
-    let mut out = String::new();
-    for e in entries {
-        if long {
-            let kind = e.kind.map_or("·", |k| k.as_str());
-            out.push_str(&format!("{kind:<15} {}\n", e.path));
-        } else {
-            out.push_str(&format!("{}\n", e.path));
-        }
-    }
-    print!("{out}");
-    Ok(())
+#[derive(clap::Args, Debug)]
+pub struct Ls {
+    /// Show each anchor's kind
+    #[arg(short = 'l', long = "long")]
+    long: bool,
+    /// List children before their parents
+    #[arg(long = "depth")]
+    depth: bool,
+    /// Anchor path, e.g. / or /X88550014d4c82e4d/...
+    #[arg(value_name = "PATH", value_parser = values::glob)]
+    glob: Glob,
 }
 
-/// Prints JSON the way the original did: tab-indented.
-pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    let v = serde_json::to_value(v).context("a status that does not fit JSON")?;
-    let mut buf = Vec::new();
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-    serde::Serialize::serialize(&v, &mut ser)?;
-    println!("{}", String::from_utf8_lossy(&buf));
-    Ok(())
+impl Ls {
+    /// Prints one path a line (with its kind, with `-l`).
+    pub async fn run(self, client: &Client) -> Result<()> {
+        let Glob { path, recursive } = self.glob;
+        let anchor = client.anchor(path.clone());
+        let mut entries = if recursive {
+            anchor.list_all().await
+        } else {
+            anchor.list().await
+        }
+        .with_context(|| format!("ls {path}"))?;
+        if self.depth {
+            entries.sort_by(depth_first);
+        }
+        let mut out = String::new();
+        for e in entries {
+            if self.long {
+                let kind = e.kind.map_or("·", |k| k.as_str());
+                out.push_str(&format!("{kind:<15} {}\n", e.path));
+            } else {
+                out.push_str(&format!("{}\n", e.path));
+            }
+        }
+        print!("{out}");
+        Ok(())
+    }
 }
 
 /// `peek PATH`
-pub async fn peek(client: &Client, arg: &str) -> Result<()> {
-    let path = parse_path(arg)?;
-    let stat = client
-        .anchor(path.clone())
-        .peek()
-        .await
-        .with_context(|| format!("peek {path}"))?;
-    print_json(&stat)
+#[derive(clap::Args, Debug)]
+pub struct Peek {
+    /// Anchor path
+    #[arg(value_parser = values::path)]
+    path: Path,
+}
+
+impl Peek {
+    /// Prints the element's status as JSON.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        let stat = client
+            .anchor(self.path.clone())
+            .peek()
+            .await
+            .with_context(|| format!("peek {}", self.path))?;
+        print_json(&stat)
+    }
 }
 
 /// `scrub PATH`
-pub async fn scrub(client: &Client, arg: &str) -> Result<()> {
-    let path = parse_path(arg)?;
-    client
-        .anchor(path.clone())
-        .scrub()
-        .await
-        .with_context(|| format!("scrub {path}"))
+#[derive(clap::Args, Debug)]
+pub struct Scrub {
+    /// Anchor path
+    #[arg(value_parser = values::path)]
+    path: Path,
+}
+
+impl Scrub {
+    /// Removes the element.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        client
+            .anchor(self.path.clone())
+            .scrub()
+            .await
+            .with_context(|| format!("scrub {}", self.path))
+    }
 }
 
 /// `join /X… URL`: merge that server's cluster with the one at URL.
-pub async fn join(client: &Client, arg: &str, url: &str) -> Result<()> {
-    let path = parse_path(arg)?;
-    client
-        .anchor(path.clone())
-        .server()
-        .join(url)
-        .await
-        .with_context(|| format!("join {path}"))
+#[derive(clap::Args, Debug)]
+pub struct Join {
+    /// Server path, /X…
+    #[arg(value_parser = values::path)]
+    path: Path,
+    /// Circuit URL of a server of the other cluster
+    url: String,
+}
+
+impl Join {
+    /// Asks the server to join the other cluster.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        client
+            .anchor(self.path.clone())
+            .server()
+            .join(&self.url)
+            .await
+            .with_context(|| format!("join {}", self.path))
+    }
 }
 
 /// `stop /X…` (alias `suicide`)
-pub async fn stop(client: &Client, arg: &str) -> Result<()> {
-    let path = parse_path(arg)?;
-    client
-        .anchor(path.clone())
-        .server()
-        .stop()
-        .await
-        .with_context(|| format!("stop {path}"))
+#[derive(clap::Args, Debug)]
+pub struct Stop {
+    /// Server path, /X…
+    #[arg(value_parser = values::path)]
+    path: Path,
+}
+
+impl Stop {
+    /// Stops the server cleanly.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        client
+            .anchor(self.path.clone())
+            .server()
+            .stop()
+            .await
+            .with_context(|| format!("stop {}", self.path))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert_eq!(parse_glob("/...").unwrap(), (Path::root(), true));
-        assert_eq!(parse_glob("/").unwrap(), (Path::root(), false));
-        let (p, r) = parse_glob("/X0000000000000001/this/...").unwrap();
-        assert_eq!((p.to_string().as_str(), r), ("/X0000000000000001/this", true));
-        // Only a whole trailing `...` component means recursion; `a...` is a name.
-        let (p, r) = parse_glob("/X0000000000000001/a...").unwrap();
-        assert_eq!((p.names(), r), (&["a...".to_string()][..], false));
-    }
 
     #[test]
     fn depth_order() {

@@ -16,9 +16,11 @@ use std::path::Path as FsPath;
 use anyhow::{Context, Result};
 use circuit_client::{Client, Path, ServerId};
 use circuit_server::config::{Declaration, Declared};
+use clap::Subcommand;
 use toml::de::{DeTable, DeValue};
 
-use crate::cmd::anchor::{parse_path, print_json};
+use crate::cmd::print_json;
+use crate::values;
 
 const KINDS: &str = "[watch.NAME] and [chan.NAME]";
 
@@ -114,9 +116,11 @@ fn declaration(kind: &str, name: &str, mut fields: toml::Table) -> std::result::
     let names = anchor(name, &mut fields)?;
     let element = match kind {
         "watch" => {
-            let json = serde_json::to_string(&fields).map_err(|e| e.to_string())?;
+            let serde_json::Value::Object(fields) = serde_json::to_value(&fields).map_err(|e| e.to_string())? else {
+                return Err("a watch must be a table".into());
+            };
             Declared::Watch(Box::new(
-                crate::cmd::watch::parse_spec(&json).map_err(|e| e.to_string())?,
+                crate::cmd::watch_spec::from_fields(fields).map_err(|e| e.to_string())?,
             ))
         }
         _ => {
@@ -144,16 +148,41 @@ pub fn file(path: &FsPath) -> Result<circuit_server::config::ConfigFile> {
     Ok(circuit_server::config::ConfigFile::new(abs, load))
 }
 
-/// `reloadconfig /X…`: prints what the server did, as JSON.
-pub async fn reload(client: &Client, arg: &str) -> Result<()> {
-    let path = parse_path(arg)?;
-    let report = client
-        .anchor(path.clone())
-        .server()
-        .reload_config()
-        .await
-        .with_context(|| format!("reloadconfig {path}"))?;
-    print_json(&report)
+/// The config command.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Make the server at SERVER-PATH read its --config file again and apply the changes; prints what it did as JSON
+    Reloadconfig(Reload),
+}
+
+impl Cmd {
+    /// Runs the command.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        match self {
+            Cmd::Reloadconfig(a) => a.run(client).await,
+        }
+    }
+}
+
+/// `reloadconfig /X…`
+#[derive(clap::Args, Debug)]
+pub struct Reload {
+    /// Server path, /X…
+    #[arg(value_parser = values::path)]
+    path: Path,
+}
+
+impl Reload {
+    /// Prints what the server did, as JSON.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        let report = client
+            .anchor(self.path.clone())
+            .server()
+            .reload_config()
+            .await
+            .with_context(|| format!("reloadconfig {}", self.path))?;
+        print_json(&report)
+    }
 }
 
 #[cfg(test)]

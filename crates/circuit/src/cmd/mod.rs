@@ -1,4 +1,6 @@
-//! One module per group of commands.
+//! The commands, one module per group. Each group declares its clap
+//! subcommands, each an `Args` struct with `async fn run(self, client)`;
+//! [`Cmd`] gathers them, and [`Cmd::run`] connects once for all of them.
 
 pub mod anchor;
 pub mod chan;
@@ -10,4 +12,113 @@ pub mod start;
 pub mod subscription;
 pub mod top;
 pub mod watch;
-pub mod watch_opts;
+pub mod watch_spec;
+
+use anyhow::{Context, Result};
+use circuit_client::{Client, Path};
+use clap::Subcommand;
+
+use crate::dial::DialArgs;
+
+/// Every command of the tool.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run a server on this host; prints its URL on stdout, logs to stderr
+    Start(start::Args),
+    /// Print a new random cluster key (use it with -hmac FILE)
+    Keygen(keygen::Args),
+    /// The commands that talk to a server.
+    #[command(flatten)]
+    Client(ClientCmd),
+}
+
+/// The commands that dial a server, in the order `--help` lists them.
+#[derive(Subcommand, Debug)]
+pub enum ClientCmd {
+    /// ls, peek, scrub, join, stop.
+    #[command(flatten)]
+    Anchor(anchor::Cmd),
+    /// mkchan, send, recv, close.
+    #[command(flatten)]
+    Chan(chan::Cmd),
+    /// mkproc, stdin, stdout, stderr, wait, waitall, signal.
+    #[command(flatten)]
+    Proc(proc::Cmd),
+    /// mk@join, mk@leave.
+    #[command(flatten)]
+    Subscription(subscription::Cmd),
+    /// mkwatch, incr, decr, numprocs, watch.
+    #[command(flatten)]
+    Watch(watch::Cmd),
+    /// reloadconfig.
+    #[command(flatten)]
+    Config(config::Cmd),
+    /// A live view of every server and process of the cluster, refreshed every second; q quits
+    Top(top::Args),
+    /// events, stats.
+    #[command(flatten)]
+    Observe(observe::Cmd),
+}
+
+impl Cmd {
+    /// True for `start`: the server keeps its own signal handling.
+    pub fn is_server(&self) -> bool {
+        matches!(self, Cmd::Start(_))
+    }
+
+    /// Runs the command; a client command first connects as `dial` says.
+    pub fn run(self, dial: DialArgs) -> Result<()> {
+        match self {
+            Cmd::Start(args) => args.run(&dial),
+            Cmd::Keygen(args) => args.run(),
+            Cmd::Client(cmd) => {
+                if let ClientCmd::Proc(c) = &cmd {
+                    c.check();
+                }
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async {
+                    let client = dial.connect().await?;
+                    cmd.run(&client).await
+                })
+            }
+        }
+    }
+}
+
+impl ClientCmd {
+    /// Runs the command on a connected client.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        match self {
+            ClientCmd::Anchor(c) => c.run(client).await,
+            ClientCmd::Chan(c) => c.run(client).await,
+            ClientCmd::Proc(c) => c.run(client).await,
+            ClientCmd::Subscription(c) => c.run(client).await,
+            ClientCmd::Watch(c) => c.run(client).await,
+            ClientCmd::Config(c) => c.run(client).await,
+            ClientCmd::Top(c) => c.run(client).await,
+            ClientCmd::Observe(c) => c.run(client).await,
+        }
+    }
+}
+
+/// Prints a status as JSON the way the original did: tab-indented.
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let v = serde_json::to_value(v).context("a status that does not fit JSON")?;
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    serde::Serialize::serialize(&v, &mut ser)?;
+    println!("{}", String::from_utf8_lossy(&buf));
+    Ok(())
+}
+
+/// The one-line error of a command on an element: the server's messages
+/// name the path already, others get it added (`mkproc /X…/a: …`).
+pub fn failed(verb: &str, path: &Path, e: circuit_client::Error) -> anyhow::Error {
+    match &e {
+        circuit_client::Error::Remote(w) if w.message.contains(&path.to_string()) => {
+            anyhow::anyhow!("{verb}: {}", w.message)
+        }
+        _ => anyhow::anyhow!("{verb} {path}: {e}"),
+    }
+}

@@ -4,20 +4,64 @@ use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use circuit_client::{Client, ClusterStats, Path};
+use clap::Subcommand;
 
-use crate::cmd::anchor::{parse_path, print_json};
+use crate::cmd::print_json;
+use crate::values;
 
-/// The path argument; none means the whole cluster.
-fn path_or_root(arg: Option<&str>) -> Result<Path> {
-    match arg {
-        None | Some("") => Ok(Path::root()),
-        Some(a) => parse_path(a.strip_suffix("/...").unwrap_or(a)),
+/// The observing commands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Stream the events of the cluster (or of PATH and below) as JSON lines, until interrupted
+    Events(Events),
+    /// CPU, memory and uptime of every server and process (or of those at PATH and below)
+    Stats(Stats),
+}
+
+impl Cmd {
+    /// Runs the command.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        match self {
+            Cmd::Events(a) => a.run(client).await,
+            Cmd::Stats(a) => a.run(client).await,
+        }
     }
 }
 
-/// `events [PATH]`: one JSON object per line, until interrupted.
-pub async fn events(client: &Client, arg: Option<&str>) -> Result<()> {
-    let path = path_or_root(arg)?;
+/// `events [PATH]`
+#[derive(clap::Args, Debug)]
+pub struct Events {
+    /// Anchor path: / (default) for the whole cluster, /X… for one server, /X…/a for a subtree
+    #[arg(value_parser = values::scope)]
+    path: Option<Path>,
+}
+
+impl Events {
+    /// One JSON object per line, until interrupted.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        events(client, self.path.unwrap_or_else(Path::root)).await
+    }
+}
+
+/// `stats [--json] [PATH]`
+#[derive(clap::Args, Debug)]
+pub struct Stats {
+    /// Print JSON instead of a table
+    #[arg(long = "json")]
+    json: bool,
+    /// Anchor path: / (default) for the whole cluster, /X… for one server, /X…/a for a subtree
+    #[arg(value_parser = values::scope)]
+    path: Option<Path>,
+}
+
+impl Stats {
+    /// A table, or JSON.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        stats(client, self.path.unwrap_or_else(Path::root), self.json).await
+    }
+}
+
+async fn events(client: &Client, path: Path) -> Result<()> {
     let mut stream = client
         .events(path.clone())
         .await
@@ -125,9 +169,7 @@ pub fn table(stats: &ClusterStats) -> String {
     out
 }
 
-/// `stats [--json] [PATH]`
-pub async fn stats(client: &Client, arg: Option<&str>, json: bool) -> Result<()> {
-    let path = path_or_root(arg)?;
+async fn stats(client: &Client, path: Path, json: bool) -> Result<()> {
     let stats = client
         .stats(path.clone())
         .await

@@ -2,175 +2,202 @@
 //! waitall, signal. The process spec arrives as JSON on stdin and is parsed
 //! here, at the edge; the wire carries a typed `ProcSpec`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use circuit_client::{Client, Path, ProcSpec, ProcStat};
-use serde_json::Value;
+use clap::Subcommand;
+use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use crate::cmd::anchor::{parse_path, print_json};
+use crate::cmd::{failed, print_json};
+use crate::lenient::{self, FlagOrNull, Strings, Text};
+use crate::values;
 
-const KNOWN: &str = "Env, Dir, Path, Args, Scrub";
-const EXAMPLE: &str = r#"{"Path": "/bin/ls", "Args": ["/"]}"#;
+/// The process commands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Start a process at PATH; its spec is JSON on stdin, like {"Path": "/bin/ls", "Args": ["/"]}
+    Mkproc(Mkproc),
+    /// Copy this tool's stdin into the process at PATH, then close the process's stdin
+    Stdin(Stdin),
+    /// Copy the stdout of the process at PATH to this tool's stdout, until it ends; on a watch, print the kept stdout of its processes, each line prefixed by "[WID] "
+    Stdout(Output),
+    /// Copy the stderr of the process at PATH to this tool's stdout, until it ends; on a watch, as stdout
+    Stderr(Output),
+    /// Wait until the process at PATH exits; print its status as JSON
+    Wait(Wait),
+    /// Wait until every process named on stdin (one path a line) has exited
+    Waitall(Waitall),
+    /// Send a signal to the process at PATH (to every process of a watch): `signal TERM PATH` (or `signal PATH TERM`; SIGTERM, term, 15 work too)
+    Signal(Signal),
+}
 
-/// Parses a process spec as the original tool took it: JSON field names
-/// match case-insensitively; unknown fields are an error. For the seed
-/// README's example, which lost its braces, text that does not start with
-/// `{` is wrapped in braces, and a trailing comma before the closing brace
-/// is tolerated.
+impl Cmd {
+    /// Checks what clap cannot before anything is dialed: a `signal` whose
+    /// arguments are unclear exits at once with a usage error.
+    pub fn check(&self) {
+        if let Cmd::Signal(s) = self {
+            signal_args(s.first.clone(), s.second.clone());
+        }
+    }
+
+    /// Runs the command.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        match self {
+            Cmd::Mkproc(a) => a.run(client).await,
+            Cmd::Stdin(a) => a.run(client).await,
+            Cmd::Stdout(a) => a.run(client, false).await,
+            Cmd::Stderr(a) => a.run(client, true).await,
+            Cmd::Wait(a) => a.run(client).await,
+            Cmd::Waitall(a) => a.run(client).await,
+            Cmd::Signal(a) => a.run(client).await,
+        }
+    }
+}
+
+/// How `mkproc` reads its spec.
+const SPEC: lenient::Kind = lenient::Kind {
+    what: "process spec",
+    example: r#"{"Path": "/bin/ls", "Args": ["/"]}"#,
+    aliases: &[],
+    braceless: true,
+};
+
+/// A process spec as the tool takes it: field names match
+/// case-insensitively; unknown fields are an error; `null` leaves a field
+/// empty. The field order is the order error messages list them in.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+struct ProcInput {
+    env: Strings,
+    dir: Text,
+    path: Text,
+    args: Strings,
+    scrub: FlagOrNull,
+}
+
+/// Parses a process spec as the original tool took it (see [`lenient`]). For
+/// the seed README's example, which lost its braces, text that does not
+/// start with `{` is wrapped in braces, and a trailing comma before the
+/// closing brace is tolerated.
 pub fn parse_spec(text: &str) -> Result<ProcSpec> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        bail!("no process spec on stdin; give JSON like {EXAMPLE}");
+    let input: ProcInput = SPEC.parse(text).map_err(anyhow::Error::msg)?;
+    if input.path.0.trim().is_empty() {
+        bail!("the process spec has no \"Path\"; give JSON like {}", SPEC.example);
     }
-    let wrapped = !trimmed.starts_with('{');
-    let mut doc = if wrapped {
-        format!("{{{text}\n}}")
-    } else {
-        text.to_string()
-    };
-    drop_trailing_comma(&mut doc);
-    let value: Value = serde_json::from_str(&doc).map_err(|e| {
-        let (line, mut column) = (e.line(), e.column());
-        if wrapped && line == 1 {
-            column = column.saturating_sub(1).max(1);
-        }
-        let full = e.to_string();
-        let msg = full
-            .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
-            .unwrap_or(&full);
-        anyhow!("invalid JSON on stdin at line {line} column {column}: {msg}")
-    })?;
-    let Value::Object(fields) = value else {
-        bail!("the process spec must be a JSON object, like {EXAMPLE}");
-    };
-    let mut spec = ProcSpec::default();
-    for (key, v) in fields {
-        let string = |v: Value| -> Result<String> {
-            match v {
-                Value::Null => Ok(String::new()),
-                Value::String(s) => Ok(s),
-                other => bail!("field {key:?} of the process spec must be a string, not {other}"),
-            }
-        };
-        match key.to_ascii_lowercase().as_str() {
-            "env" => spec.env = super::watch::strings("process spec", &key, v)?,
-            "dir" => spec.dir = string(v)?,
-            "path" => spec.path = string(v)?,
-            "args" => spec.args = super::watch::strings("process spec", &key, v)?,
-            "scrub" => {
-                spec.scrub = match v {
-                    Value::Null => false,
-                    Value::Bool(b) => b,
-                    other => bail!("field {key:?} of the process spec must be true or false, not {other}"),
-                }
-            }
-            _ => bail!("unknown field {key:?} in the process spec; known: {KNOWN}"),
-        }
-    }
-    if spec.path.trim().is_empty() {
-        bail!("the process spec has no \"Path\"; give JSON like {EXAMPLE}");
-    }
-    Ok(spec)
-}
-
-/// `{ "a": 1, }` → `{ "a": 1 }`: only the comma right before the final brace.
-fn drop_trailing_comma(doc: &mut String) {
-    let body = doc.trim_end();
-    let Some(inner) = body.strip_suffix('}') else {
-        return;
-    };
-    let before = inner.trim_end();
-    if before.ends_with(',') {
-        let at = before.len() - 1;
-        doc.remove(at);
-    }
-}
-
-/// The one-line error of a command: the server's messages name the path
-/// already, others get it added.
-fn failed(verb: &str, path: &Path, e: circuit_client::Error) -> anyhow::Error {
-    match &e {
-        circuit_client::Error::Remote(w) if w.message.contains(&path.to_string()) => anyhow!("{verb}: {}", w.message),
-        _ => anyhow!("{verb} {path}: {e}"),
-    }
+    Ok(ProcSpec {
+        env: input.env.0,
+        dir: input.dir.0,
+        path: input.path.0,
+        args: input.args.0,
+        scrub: input.scrub.0,
+    })
 }
 
 /// `mkproc [-scrub] PATH` with the spec on stdin.
-pub async fn mkproc(client: &Client, arg: &str, scrub: bool, input: &str) -> Result<()> {
-    let path = parse_path(arg)?;
-    let mut spec = parse_spec(input)?;
-    spec.scrub |= scrub;
-    client
-        .anchor(path.clone())
-        .make_proc(spec)
-        .await
-        .map_err(|e| failed("mkproc", &path, e))?;
-    Ok(())
+#[derive(clap::Args, Debug)]
+pub struct Mkproc {
+    /// Remove the element when the process exits
+    #[arg(long = "scrub")]
+    scrub: bool,
+    /// Anchor path, /X…/name
+    #[arg(value_parser = values::path)]
+    path: Path,
 }
 
-/// Reads all of the tool's stdin (for mkproc).
-pub fn read_stdin() -> Result<String> {
-    let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .context("reading the process spec from stdin")?;
-    Ok(s)
+impl Mkproc {
+    /// Reads the spec and starts the process.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        let input = crate::stdin::read_to_string()
+            .await
+            .context("reading the process spec from stdin")?;
+        let mut spec = parse_spec(&input)?;
+        spec.scrub |= self.scrub;
+        client
+            .anchor(self.path.clone())
+            .make_proc(spec)
+            .await
+            .map_err(|e| failed("mkproc", &self.path, e))?;
+        Ok(())
+    }
 }
 
 /// `stdin PATH`: the tool's stdin into the process, then close it.
-pub async fn stdin(client: &Client, arg: &str) -> Result<()> {
-    let path = parse_path(arg)?;
-    let proc = client.anchor(path.clone()).proc();
-    let writer = proc.stdin().await.map_err(|e| failed("stdin", &path, e))?;
-    writer
-        .copy_from(crate::stdin::StdinThread::start())
-        .await
-        .map_err(|e| failed("stdin", &path, e))?;
-    Ok(())
+#[derive(clap::Args, Debug)]
+pub struct Stdin {
+    /// Anchor path of a process
+    #[arg(value_parser = values::path)]
+    path: Path,
 }
 
-/// `stdout PATH` / `stderr PATH`: the process's stream to the tool's stdout.
-/// On a watch the server sends its processes' rings, each line prefixed by
-/// `[WID] `; with `wid`, only that slot's lines are printed, unprefixed.
-pub async fn output(client: &Client, arg: &str, stderr: bool, wid: Option<u32>) -> Result<()> {
-    let path = parse_path(arg)?;
-    let (name, proc) = (
-        if stderr { "stderr" } else { "stdout" },
-        client.anchor(path.clone()).proc(),
-    );
-    let mut out = if stderr {
-        proc.stderr().await
-    } else {
-        proc.stdout().await
-    }
-    .map_err(|e| failed(name, &path, e))?;
-    if let Some(wid) = wid {
-        let mut all = Vec::new();
-        out.read_to_end(&mut all)
+impl Stdin {
+    /// Copies the tool's stdin in, then closes the process's stdin.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        let path = self.path;
+        let proc = client.anchor(path.clone()).proc();
+        let writer = proc.stdin().await.map_err(|e| failed("stdin", &path, e))?;
+        writer
+            .copy_from(crate::stdin::StdinThread::start())
             .await
-            .with_context(|| format!("{name} {path}: reading"))?;
-        let mut sink = std::io::stdout().lock();
-        let _ = sink.write_all(&one_slot(&all, wid)).and_then(|_| sink.flush());
-        return Ok(());
+            .map_err(|e| failed("stdin", &path, e))?;
+        Ok(())
     }
-    let mut buf = vec![0u8; 32 * 1024];
-    let sink = std::io::stdout();
-    loop {
-        let n = out
-            .read(&mut buf)
-            .await
-            .with_context(|| format!("{name} {path}: reading"))?;
-        if n == 0 {
+}
+
+/// `stdout PATH` / `stderr PATH`.
+#[derive(clap::Args, Debug)]
+pub struct Output {
+    /// Anchor path of a process or a watch
+    #[arg(value_parser = values::path)]
+    path: Path,
+    /// On a watch: only the process in this slot, without prefixes
+    #[arg(long)]
+    wid: Option<u32>,
+}
+
+impl Output {
+    /// The process's stream to the tool's stdout. On a watch the server sends
+    /// its processes' rings, each line prefixed by `[WID] `; with `wid`, only
+    /// that slot's lines are printed, unprefixed.
+    pub async fn run(self, client: &Client, stderr: bool) -> Result<()> {
+        let path = self.path;
+        let (name, proc) = (
+            if stderr { "stderr" } else { "stdout" },
+            client.anchor(path.clone()).proc(),
+        );
+        let mut out = if stderr {
+            proc.stderr().await
+        } else {
+            proc.stdout().await
+        }
+        .map_err(|e| failed(name, &path, e))?;
+        if let Some(wid) = self.wid {
+            let mut all = Vec::new();
+            out.read_to_end(&mut all)
+                .await
+                .with_context(|| format!("{name} {path}: reading"))?;
+            let mut sink = std::io::stdout().lock();
+            let _ = sink.write_all(&one_slot(&all, wid)).and_then(|_| sink.flush());
             return Ok(());
         }
-        let mut sink = sink.lock();
-        match sink.write_all(&buf[..n]).and_then(|_| sink.flush()) {
-            Ok(()) => {}
-            // Whoever reads our output has gone (`| head`): stop quietly.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(e).context("writing to stdout"),
+        let mut buf = vec![0u8; 32 * 1024];
+        let sink = std::io::stdout();
+        loop {
+            let n = out
+                .read(&mut buf)
+                .await
+                .with_context(|| format!("{name} {path}: reading"))?;
+            if n == 0 {
+                return Ok(());
+            }
+            let mut sink = sink.lock();
+            match sink.write_all(&buf[..n]).and_then(|_| sink.flush()) {
+                Ok(()) => {}
+                // Whoever reads our output has gone (`| head`): stop quietly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(e).context("writing to stdout"),
+            }
         }
     }
 }
@@ -190,35 +217,78 @@ fn print_stat(stat: &ProcStat) -> Result<()> {
 }
 
 /// `wait PATH`: blocks until the process ends, prints its status.
-pub async fn wait(client: &Client, arg: &str) -> Result<()> {
-    let path = parse_path(arg)?;
-    let stat = client
-        .anchor(path.clone())
-        .proc()
-        .wait()
-        .await
-        .map_err(|e| failed("wait", &path, e))?;
-    print_stat(&stat)
+#[derive(clap::Args, Debug)]
+pub struct Wait {
+    /// Anchor path of a process
+    #[arg(value_parser = values::path)]
+    path: Path,
 }
 
-/// `waitall` with paths on stdin: waits for all of them, in parallel.
-/// Prints nothing; fails at the first anchor that is not a process.
-pub async fn waitall(client: &Client, input: &str) -> Result<()> {
-    let paths = input
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(parse_path)
-        .collect::<Result<Vec<_>>>()?;
-    let mut set = tokio::task::JoinSet::new();
-    for path in paths {
-        let proc = client.anchor(path.clone()).proc();
-        set.spawn(async move { proc.wait().await.map_err(|e| failed("waitall", &path, e)) });
+impl Wait {
+    /// Waits for the end, then prints the final status.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        let stat = client
+            .anchor(self.path.clone())
+            .proc()
+            .wait()
+            .await
+            .map_err(|e| failed("wait", &self.path, e))?;
+        print_stat(&stat)
     }
-    while let Some(done) = set.join_next().await {
-        done.context("waitall")??;
+}
+
+/// `waitall` with paths on stdin.
+#[derive(clap::Args, Debug)]
+pub struct Waitall {}
+
+impl Waitall {
+    /// Waits for all of them, in parallel. Prints nothing; fails at the first
+    /// anchor that is not a process.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        let input = crate::stdin::read_to_string()
+            .await
+            .context("waitall: reading the paths from stdin")?;
+        let paths = input
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(values::path)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut set = tokio::task::JoinSet::new();
+        for path in paths {
+            let proc = client.anchor(path.clone()).proc();
+            set.spawn(async move { proc.wait().await.map_err(|e| failed("waitall", &path, e)) });
+        }
+        while let Some(done) = set.join_next().await {
+            done.context("waitall")??;
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// `signal SIG PATH` (or `signal PATH SIG`).
+#[derive(clap::Args, Debug)]
+pub struct Signal {
+    /// The signal (TERM, SIGTERM, term, 15), or the path
+    #[arg(value_name = "SIG")]
+    first: String,
+    /// The path (or the signal)
+    #[arg(value_name = "PATH")]
+    second: String,
+}
+
+impl Signal {
+    /// Sends the signal.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        let (sig, arg) = signal_args(self.first, self.second);
+        let path = values::path(&arg)?;
+        client
+            .anchor(path.clone())
+            .proc()
+            .signal(&sig)
+            .await
+            .map_err(|e| failed("signal", &path, e))
+    }
 }
 
 /// Sorts `signal SIG PATH` / `signal PATH SIG`: the path is the argument
@@ -233,17 +303,6 @@ pub fn signal_args(a: String, b: String) -> (String, String) {
         )
         .exit(),
     }
-}
-
-/// `signal SIG PATH`.
-pub async fn signal(client: &Client, sig: &str, arg: &str) -> Result<()> {
-    let path = parse_path(arg)?;
-    client
-        .anchor(path.clone())
-        .proc()
-        .signal(sig)
-        .await
-        .map_err(|e| failed("signal", &path, e))
 }
 
 #[cfg(test)]

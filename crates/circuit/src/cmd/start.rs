@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use circuit_server::{Config, Server};
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 
-use crate::dial::{iface_ip, load_key, parse_group};
+use crate::dial::{DialArgs, iface_ip, load_key, parse_group};
 
 /// How the server writes its log lines.
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -19,25 +19,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags of `circuit start`.
-#[derive(Args, Debug)]
-pub struct StartArgs {
+/// Flags of `circuit start`; `-discover`, `-if` and `-hmac` are the global
+/// ones ([`DialArgs`]).
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Address to listen on, HOST:PORT (port 0 picks a free port)
     #[arg(short = 'a', long = "addr", value_name = "HOST:PORT")]
     pub addr: Option<String>,
-    /// Listen on the first IPv4 address of this interface (and use it for multicast)
-    #[arg(long = "if", value_name = "IFACE")]
-    pub iface: Option<String>,
     /// Join the cluster of the server at URL
     #[arg(short = 'j', long = "join", value_name = "URL")]
     pub join: Option<String>,
-    /// Answer UDP multicast discovery on ADDR (default group 228.8.8.8:8822); '' turns it off
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true,
-          default_missing_value = circuit_proto::beacon::DEFAULT_GROUP, env = "CIRCUIT_DISCOVER")]
-    pub discover: Option<String>,
-    /// File holding the cluster key (as written by `circuit keygen`)
-    #[arg(long, value_name = "FILE", env = "CIRCUIT_HMAC")]
-    pub hmac: Option<PathBuf>,
     /// State directory (default: a fresh one under $TMPDIR, removed at exit)
     #[arg(long = "var", value_name = "DIR")]
     pub var: Option<PathBuf>,
@@ -64,8 +55,11 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
         .with_context(|| format!("-a {addr}: the host name has no address"))
 }
 
-fn config(args: &StartArgs) -> Result<Config> {
-    let iface = args.iface.as_deref().map(iface_ip).transpose()?;
+fn config(args: &Args, net: &DialArgs) -> Result<Config> {
+    if net.dial.is_some() {
+        bail!("start takes no -d URL: give -j URL to join the cluster of the server at URL");
+    }
+    let iface = net.iface.as_deref().map(iface_ip).transpose()?;
     let addr = match (&args.addr, iface) {
         (Some(a), _) => resolve(a)?,
         (None, Some(ip)) => SocketAddr::new(IpAddr::V4(ip), 0),
@@ -82,7 +76,7 @@ fn config(args: &StartArgs) -> Result<Config> {
         (None, IpAddr::V4(ip)) if !ip.is_unspecified() => ip,
         _ => Ipv4Addr::UNSPECIFIED,
     };
-    let discover = args
+    let discover = net
         .discover
         .as_deref()
         .filter(|g| !g.is_empty())
@@ -90,7 +84,7 @@ fn config(args: &StartArgs) -> Result<Config> {
         .transpose()?;
     Ok(Config {
         addr,
-        key: load_key(&args.hmac)?,
+        key: load_key(&net.hmac)?,
         discover,
         multicast_if,
         var_dir: args.var.clone(),
@@ -113,9 +107,15 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-/// Runs the server until it is stopped.
-pub fn run(args: StartArgs) -> Result<()> {
-    let config = config(&args)?;
+impl Args {
+    /// Runs the server until it is stopped.
+    pub fn run(self, net: &DialArgs) -> Result<()> {
+        serve(self, net)
+    }
+}
+
+fn serve(args: Args, net: &DialArgs) -> Result<()> {
+    let config = config(&args, net)?;
     init_logs(args.log_format);
     let mut rt = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

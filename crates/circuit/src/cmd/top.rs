@@ -154,8 +154,22 @@ async fn run(term: &mut DefaultTerminal, client: &Client, every: Duration) -> Re
     }
 }
 
-/// `top [-i SECONDS]`: runs until `q`.
-pub async fn top(client: &Client, every: f64) -> Result<()> {
+/// `top [-i SECONDS]`
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Seconds between refreshes
+    #[arg(short = 'i', long = "interval", value_name = "SECONDS", default_value_t = 1.0)]
+    interval: f64,
+}
+
+impl Args {
+    /// Runs until `q`.
+    pub async fn run(self, client: &Client) -> Result<()> {
+        top(client, self.interval).await
+    }
+}
+
+async fn top(client: &Client, every: f64) -> Result<()> {
     if !(every.is_finite() && (0.1..=3600.0).contains(&every)) {
         bail!("-i {every}: the refresh interval must be between 0.1 and 3600 seconds");
     }
