@@ -1,20 +1,25 @@
-//! Membership figures from the in-process simulation (`membership::sim`):
-//! for 3, 100 and 1,000 members running foca with `swim_config(n)` on a LAN
+//! Membership figures from the in-process simulation (`membership/sim.rs`
+//! here, running the servers' own `membership::driver::Driver`): for 3, 100
+//! and 1,000 members with `swim_config(n)` on a LAN
 //! (1 ms ± 0.5 ms one-way, 1 % loss), all joining at once through one seed:
 //! join convergence, a newcomer's convergence into the settled cluster,
 //! death detection (median and worst of 5 victims), idle traffic per member,
 //! and the wall-clock time the simulation took.
 //!
-//! Each size runs twice, on two threads: `+pull` is what servers do (foca,
-//! plus a pull of the first met member's list over TCP, `net::peers`), and
-//! `foca` is foca alone, for comparison.
+//! Each size runs twice, on two threads: `+pull` is what servers do (the
+//! driver, plus a pull of the first met member's list over TCP,
+//! `net::peers`), and `foca` is the driver alone, for comparison.
 //!
 //! `cargo bench -p circuit-server --bench membership_sim` (optionally
 //! followed by `-- N…` to simulate other cluster sizes).
 
 use std::time::{Duration, Instant};
 
-use circuit_server::membership::sim::{Figures, Scenario, SimConfig, scenario};
+#[allow(dead_code)] // the tests (target `simulation`) use the rest
+#[path = "membership/sim.rs"]
+mod sim;
+
+use sim::{Figures, Scenario, SimConfig, scenario};
 
 fn secs(d: Option<Duration>) -> String {
     d.map_or_else(|| "> 60 s".to_string(), |d| format!("{:.2} s", d.as_secs_f64()))
@@ -35,7 +40,7 @@ fn run(n: usize, pull: bool) -> (Figures, Duration) {
 fn main() {
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![3, 100, 1000] } else { sizes };
-    println!("membership simulation: foca + swim_config(n), 1 ms ± 0.5 ms one-way, 1 % loss");
+    println!("membership simulation: the driver + swim_config(n), 1 ms ± 0.5 ms one-way, 1 % loss");
     println!(
         "{:>5} {:>5} {:>8} {:>16} {:>8} {:>8} {:>8} {:>6} {:>7} {:>5} {:>6}",
         "n", "mode", "join", "newcomer (view)", "death", "worst", "pkt/s", "B/s", "max B/s", "fdown", "wall"

@@ -1,6 +1,6 @@
 //! Finding and being found by other servers and clients.
 
 pub mod discovery;
+pub mod driver;
 pub mod node;
-pub mod sim;
 pub mod swim;

@@ -80,7 +80,7 @@ impl foca::Identity for Node {
 /// other member per period (400 ms), so it sends about 5 datagrams/s (its
 /// pings, and acks to whoever probes it) whatever the size, plus one announce
 /// every 30 s; gossip rounds send nothing while there is no news. Figures from
-/// the simulation (`membership::sim`, bench `membership_sim`): about 5.5
+/// the simulation (bench `membership_sim`, running the driver): about 5.5
 /// datagrams and 300–400 bytes per second per member from 3 to 1,000 members.
 ///
 /// A dead member is suspected after one failed probe (direct, then through 3

@@ -1,0 +1,614 @@
+//! The membership driver: everything a member does, with no socket and no
+//! clock of its own. It owns the foca (SWIM) instance, its timers, the
+//! re-announce to seeds while alone, and the translation of foca's
+//! notifications into the view of live members and [`MemberEvent`]s.
+//!
+//! Inputs are calls, each given the current time: a datagram received
+//! ([`Driver::handle_data`]), the time passing ([`Driver::tick`], due at
+//! [`Driver::next_deadline`]), a join, a pulled member list, a leave.
+//! Outputs wait in a queue ([`Driver::poll_output`]): datagrams to send,
+//! multicast announces, events; the view is read with [`Driver::view`].
+//! The UDP task (`swim.rs`) feeds it real datagrams and real time; the
+//! simulation (bench `membership_sim`) feeds many of them a simulated network
+//! and a manual clock, so both run this same code.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
+
+use circuit_proto::ServerId;
+use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec, Timer};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tracing::{debug, info, warn};
+
+use super::node::Node;
+
+/// While alone, re-announce to seeds (and by multicast) this often at first…
+pub const ALONE_FIRST: Duration = Duration::from_millis(250);
+/// …backing off to this.
+pub const ALONE_MAX: Duration = Duration::from_secs(5);
+
+/// The foca instance a driver runs.
+pub type Swim = Foca<Node, PostcardCodec, SmallRng, foca::NoCustomBroadcast>;
+
+/// A change in membership, in the order this server learned it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberEvent {
+    /// A server joined the cluster.
+    Joined(ServerId),
+    /// A server left the cluster or was declared dead.
+    Left(ServerId),
+}
+
+/// What the driver asks its shell to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send `data` (foca's bytes, not sealed) to `to.addr`.
+    Send {
+        /// The member it is for.
+        to: Node,
+        /// The datagram's payload.
+        data: Vec<u8>,
+    },
+    /// This member is alone: announce it by multicast, if discovery is on.
+    AnnounceGroup,
+    /// The view changed (already applied to [`Driver::view`]).
+    Event(MemberEvent),
+}
+
+/// A foca timer waiting for its time.
+struct Pending {
+    at: Instant,
+    seq: u64,
+    timer: Timer<Node>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    /// Reversed, so that the max-heap `BinaryHeap` pops the earliest timer.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// One member's membership, driven by calls (see the module doc).
+pub struct Driver {
+    me: Node,
+    swim: Swim,
+    rt: AccumulatingRuntime<Node>,
+    /// Announced to while alone: the `-j` seeds and whoever we were told to join.
+    seeds: Vec<Node>,
+    view: BTreeMap<ServerId, Node>,
+    view_changed: bool,
+    timers: BinaryHeap<Pending>,
+    seq: u64,
+    /// Next check of "am I alone?", and the pause after it.
+    alone_at: Instant,
+    alone_every: Duration,
+    out: VecDeque<Output>,
+    errors: u64,
+}
+
+impl Driver {
+    /// A member `me` with SWIM timing `config`, its randomness from `seed`.
+    /// It checks at once (at `now`) whether it is alone, so its first
+    /// [`Driver::tick`] announces it to `seeds`; then, while it stays alone,
+    /// after 500 ms, 1 s, 2 s… backing off to [`ALONE_MAX`].
+    pub fn new(me: Node, config: foca::Config, seed: u64, seeds: Vec<Node>, now: Instant) -> Driver {
+        Driver {
+            me,
+            swim: Foca::new(me, config, SmallRng::seed_from_u64(seed), PostcardCodec),
+            rt: AccumulatingRuntime::new(),
+            seeds: seeds.into_iter().filter(|s| s.id != me.id).collect(),
+            view: BTreeMap::new(),
+            view_changed: false,
+            timers: BinaryHeap::new(),
+            seq: 0,
+            alone_at: now,
+            alone_every: ALONE_FIRST,
+            out: VecDeque::new(),
+            errors: 0,
+        }
+    }
+
+    /// This member's current identity (its incarnation grows when it rejoins).
+    pub fn me(&self) -> Node {
+        self.me
+    }
+
+    /// The other live members (alive or suspect), by id.
+    pub fn view(&self) -> &BTreeMap<ServerId, Node> {
+        &self.view
+    }
+
+    /// True once after each change of [`Driver::view`]: the shell then
+    /// publishes it.
+    pub fn take_view_changed(&mut self) -> bool {
+        std::mem::take(&mut self.view_changed)
+    }
+
+    /// The foca instance, to inspect (tests, simulation).
+    pub fn foca(&self) -> &Swim {
+        &self.swim
+    }
+
+    /// How many errors foca returned so far (bad datagrams, mostly).
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Driver::tick`] has something to do next.
+    pub fn next_deadline(&self) -> Instant {
+        match self.timers.peek() {
+            Some(p) => p.at.min(self.alone_at),
+            None => self.alone_at,
+        }
+    }
+
+    /// Handles a membership datagram (already opened: foca's bytes).
+    pub fn handle_data(&mut self, now: Instant, data: &[u8]) {
+        let r = self.swim.handle_data(data, &mut self.rt);
+        self.check(r, "a datagram");
+        self.flush(now);
+    }
+
+    /// Runs every timer due at `now`, and the alone check if due.
+    pub fn tick(&mut self, now: Instant) {
+        while self.timers.peek().is_some_and(|p| p.at <= now) {
+            let Some(p) = self.timers.pop() else { break };
+            let r = self.swim.handle_timer(p.timer, &mut self.rt);
+            self.check(r, "a timer");
+            self.flush(now);
+        }
+        if self.alone_at <= now {
+            if self.swim.num_members() == 0 {
+                for s in self.seeds.clone() {
+                    let r = self.swim.announce(s, &mut self.rt);
+                    self.check(r, "an announce");
+                }
+                self.out.push_back(Output::AnnounceGroup);
+                self.alone_every = (self.alone_every * 2).min(ALONE_MAX);
+            } else {
+                self.alone_every = ALONE_FIRST;
+            }
+            self.alone_at = now + self.alone_every;
+            self.flush(now);
+        }
+    }
+
+    /// Merges our cluster with the one `node` is in; `node` is also
+    /// announced to from now on whenever this member is alone.
+    pub fn join(&mut self, now: Instant, node: Node) {
+        if node.id != self.me.id && !self.seeds.iter().any(|s| s.addr == node.addr) {
+            self.seeds.push(node);
+        }
+        info!(peer = %node.id, addr = %node.addr, "joining the cluster of {}", node.id);
+        self.announce(now, node);
+    }
+
+    /// Announces this member to `node` once (a server heard by multicast).
+    pub fn announce(&mut self, now: Instant, node: Node) {
+        let r = self.swim.announce(node, &mut self.rt);
+        self.check(r, "an announce");
+        self.flush(now);
+    }
+
+    /// What this member knows of every member (alive, suspect or down), itself
+    /// included, to hand to a member that just joined.
+    pub fn snapshot(&self) -> Vec<Member<Node>> {
+        let mut all: Vec<Member<Node>> = self.swim.iter_membership_state().cloned().collect();
+        all.push(Member::alive(self.me));
+        all
+    }
+
+    /// Learns members from another member's [`Driver::snapshot`].
+    pub fn apply(&mut self, now: Instant, members: Vec<Member<Node>>) {
+        let n = members.len();
+        let r = self.swim.apply_many(members.into_iter(), false, &mut self.rt);
+        self.check(r, "a member list");
+        debug!(members = n, "applied a member list pulled from a peer");
+        self.flush(now);
+    }
+
+    /// Tells the cluster this member leaves; send what [`Driver::poll_output`]
+    /// then gives, and stop driving it.
+    pub fn leave(&mut self, now: Instant) {
+        let r = self.swim.leave_cluster(&mut self.rt);
+        self.check(r, "leaving");
+        self.flush(now);
+    }
+
+    fn check(&mut self, r: Result<(), foca::Error>, what: &str) {
+        if let Err(e) = r {
+            self.errors += 1;
+            debug!(error = %e, "membership: foca refused {what}");
+        }
+    }
+
+    /// Takes in what foca asked for.
+    fn flush(&mut self, now: Instant) {
+        while let Some((to, data)) = self.rt.to_send() {
+            self.out.push_back(Output::Send {
+                to,
+                data: data.to_vec(),
+            });
+        }
+        while let Some((after, timer)) = self.rt.to_schedule() {
+            self.seq += 1;
+            self.timers.push(Pending {
+                at: now + after,
+                seq: self.seq,
+                timer,
+            });
+        }
+        while let Some(n) = self.rt.to_notify() {
+            match n {
+                OwnedNotification::MemberUp(node) => self.up(node),
+                OwnedNotification::MemberDown(node) => self.down(node),
+                OwnedNotification::Rename(old, new) if old.id == new.id => {
+                    // The same server, renewed (it rejoined after a cut).
+                    if self.view.contains_key(&old.id) {
+                        self.view.insert(new.id, new);
+                        self.view_changed = true;
+                    }
+                }
+                OwnedNotification::Rename(old, new) => {
+                    // Another server now lives at that address: the old one
+                    // (restarted, with a new id) is gone.
+                    self.down(old);
+                    if self.swim.iter_members().any(|m| m.id() == &new) {
+                        self.up(new);
+                    }
+                }
+                OwnedNotification::Idle => {
+                    info!("no other member is reachable; announcing again to seeds");
+                    self.alone_every = ALONE_FIRST;
+                    self.alone_at = now + ALONE_FIRST;
+                }
+                OwnedNotification::Active => debug!("known by the cluster"),
+                OwnedNotification::Rejoin(me) => {
+                    info!(
+                        incarnation = me.incarnation,
+                        "was declared down by the cluster; rejoined"
+                    );
+                    self.me = me;
+                }
+                OwnedNotification::Defunct => warn!("declared down by the cluster and cannot rejoin"),
+            }
+        }
+    }
+
+    fn up(&mut self, node: Node) {
+        if node.id == self.me.id {
+            return;
+        }
+        if self.view.insert(node.id, node).is_none() {
+            info!(peer = %node.id, addr = %node.addr, "member joined: /{}", node.id);
+            self.out.push_back(Output::Event(MemberEvent::Joined(node.id)));
+        }
+        self.view_changed = true;
+    }
+
+    fn down(&mut self, node: Node) {
+        // A renewed identity of the same server may already have replaced it.
+        if self
+            .view
+            .get(&node.id)
+            .is_some_and(|n| n.incarnation == node.incarnation)
+        {
+            self.view.remove(&node.id);
+            self.view_changed = true;
+            info!(peer = %node.id, addr = %node.addr, "member left: /{}", node.id);
+            self.out.push_back(Output::Event(MemberEvent::Left(node.id)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Drivers over an in-memory network on a manual clock: datagrams are
+    //! delivered at once (unless a member is dead or across a cut), time
+    //! jumps from one deadline to the next. No sleeps, no sockets.
+
+    use super::*;
+    use crate::membership::node::swim_config;
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    const MS: Duration = Duration::from_millis(1);
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn node(i: u8, started: u64) -> Node {
+        Node {
+            id: ServerId(1000 * started + u64::from(i)),
+            addr: SocketAddr::from(([10, 0, 0, i], 7373)),
+            pid: u32::from(i),
+            started,
+            incarnation: 0,
+        }
+    }
+
+    /// What a member did, and when (time since the start).
+    #[derive(Debug, Default)]
+    struct Log {
+        events: Vec<(Duration, MemberEvent)>,
+        sends: Vec<(Duration, SocketAddr)>,
+        group: Vec<Duration>,
+    }
+
+    struct Net {
+        t0: Instant,
+        now: Duration,
+        members: Vec<(Driver, Log)>,
+        dead: Vec<bool>,
+        side: Vec<u32>,
+        /// Which member holds each address (the latest started there).
+        at: HashMap<SocketAddr, usize>,
+    }
+
+    impl Net {
+        fn new() -> Net {
+            Net {
+                t0: Instant::now(),
+                now: Duration::ZERO,
+                members: Vec::new(),
+                dead: Vec::new(),
+                side: Vec::new(),
+                at: HashMap::new(),
+            }
+        }
+
+        /// Starts a member now; returns its index.
+        fn start(&mut self, me: Node, seeds: &[Node]) -> usize {
+            let d = Driver::new(me, swim_config(8), me.id.0, seeds.to_vec(), self.t0 + self.now);
+            self.members.push((d, Log::default()));
+            self.dead.push(false);
+            self.side.push(0);
+            self.at.insert(me.addr, self.members.len() - 1);
+            self.members.len() - 1
+        }
+
+        fn kill(&mut self, i: usize) {
+            self.dead[i] = true;
+        }
+
+        fn view(&self, i: usize) -> Vec<ServerId> {
+            self.members[i].0.view().keys().copied().collect()
+        }
+
+        fn events(&self, i: usize) -> Vec<MemberEvent> {
+            self.members[i].1.events.iter().map(|e| e.1).collect()
+        }
+
+        /// Carries out every output, delivering datagrams at once, until
+        /// nothing is left.
+        fn settle(&mut self) {
+            for _ in 0..100_000 {
+                let mut quiet = true;
+                for i in 0..self.members.len() {
+                    while let Some(out) = self.members[i].0.poll_output() {
+                        quiet = false;
+                        let log = &mut self.members[i].1;
+                        match out {
+                            Output::Event(e) => log.events.push((self.now, e)),
+                            Output::AnnounceGroup => log.group.push(self.now),
+                            Output::Send { to, data } => {
+                                log.sends.push((self.now, to.addr));
+                                if let Some(&j) = self.at.get(&to.addr)
+                                    && !self.dead[j]
+                                    && !self.dead[i]
+                                    && self.side[j] == self.side[i]
+                                {
+                                    self.members[j].0.handle_data(self.t0 + self.now, &data);
+                                }
+                            }
+                        }
+                    }
+                }
+                if quiet {
+                    return;
+                }
+            }
+            panic!("the network never went quiet");
+        }
+
+        /// Runs every live member up to `now + d`.
+        fn run_for(&mut self, d: Duration) {
+            self.run_until(d, |_| false);
+        }
+
+        /// Runs until `cond` holds (checked after each step) or `d` passed;
+        /// returns the time it first held, since the call.
+        fn run_until(&mut self, d: Duration, cond: impl Fn(&Net) -> bool) -> Option<Duration> {
+            let (from, end) = (self.now, self.now + d);
+            for _ in 0..1_000_000 {
+                self.settle();
+                if cond(self) {
+                    return Some(self.now - from);
+                }
+                let next = (0..self.members.len())
+                    .filter(|&i| !self.dead[i])
+                    .map(|i| self.members[i].0.next_deadline() - self.t0)
+                    .min();
+                match next {
+                    Some(next) if next <= end => {
+                        self.now = self.now.max(next);
+                        for i in (0..self.members.len()).filter(|&i| !self.dead[i]) {
+                            self.members[i].0.tick(self.t0 + self.now);
+                        }
+                    }
+                    _ => {
+                        self.now = end;
+                        return None;
+                    }
+                }
+            }
+            panic!("too many steps");
+        }
+    }
+
+    #[test]
+    fn two_drivers_join_and_publish_each_other() {
+        let mut net = Net::new();
+        let (na, nb) = (node(1, 1), node(2, 1));
+        let a = net.start(na, &[]);
+        let b = net.start(nb, &[na]);
+        let t = net
+            .run_until(SECOND, |n| n.view(a).len() == 1 && n.view(b).len() == 1)
+            .expect("joined");
+        // b announces itself on its first tick, at once.
+        assert_eq!(t, Duration::ZERO);
+        assert_eq!(net.view(a), vec![nb.id]);
+        assert_eq!(net.view(b), vec![na.id]);
+        assert_eq!(net.events(a), vec![MemberEvent::Joined(nb.id)]);
+        assert_eq!(net.events(b), vec![MemberEvent::Joined(na.id)]);
+        assert!(net.members[a].0.take_view_changed());
+        assert!(!net.members[a].0.take_view_changed());
+        // Idle, they stay together: one probe and its ack per period each.
+        net.run_for(10 * SECOND);
+        assert_eq!(net.events(a).len(), 1);
+        let sent = net.members[a].1.sends.iter().filter(|s| s.0 >= SECOND).count();
+        assert!((40..=60).contains(&sent), "{sent} datagrams in 9 s");
+        assert_eq!(net.members[a].0.errors(), 0);
+    }
+
+    #[test]
+    fn a_dead_member_leaves_every_view_within_the_swim_timing() {
+        let mut net = Net::new();
+        let n: Vec<Node> = (1..=3).map(|i| node(i, 1)).collect();
+        for (i, me) in n.iter().enumerate() {
+            net.start(*me, &n[..i.min(1)]);
+        }
+        net.run_until(SECOND, |net| (0..3).all(|i| net.view(i).len() == 2))
+            .expect("joined");
+        net.run_for(5 * SECOND);
+        net.kill(2);
+        let gone = net
+            .run_until(10 * SECOND, |net| (0..2).all(|i| net.view(i) == vec![n[1 - i].id]))
+            .expect("death detected");
+        // At least a probe's round trip and the suspicion (700 ms); at most
+        // two probe periods more.
+        assert!(gone > 700 * MS && gone <= 2 * SECOND, "detection took {gone:?}");
+        for i in 0..2 {
+            let events = net.events(i);
+            assert_eq!(events.last(), Some(&MemberEvent::Left(n[2].id)), "{events:?}");
+            assert_eq!(events.len(), 3, "no false down: {events:?}");
+        }
+    }
+
+    #[test]
+    fn alone_it_announces_again_backing_off() {
+        let mut net = Net::new();
+        let ghost = node(9, 1);
+        let a = net.start(node(1, 1), &[ghost]);
+        net.run_for(20 * SECOND);
+        let log = &net.members[a].1;
+        let secs: Vec<f64> = log.group.iter().map(Duration::as_secs_f64).collect();
+        assert_eq!(secs, vec![0.0, 0.5, 1.5, 3.5, 7.5, 12.5, 17.5]);
+        let to_ghost: Vec<Duration> = log.sends.iter().filter(|s| s.1 == ghost.addr).map(|s| s.0).collect();
+        assert_eq!(to_ghost, log.group);
+    }
+
+    #[test]
+    fn losing_every_peer_restarts_the_backoff() {
+        let mut net = Net::new();
+        let (na, nb, ghost) = (node(1, 1), node(2, 1), node(9, 1));
+        let a = net.start(na, &[ghost]);
+        let b = net.start(nb, &[na]);
+        net.run_for(10 * SECOND);
+        assert_eq!(net.view(a), vec![nb.id]);
+        let before = net.members[a].1.group.len();
+        net.kill(b);
+        net.run_until(10 * SECOND, |n| n.view(a).is_empty())
+            .expect("b declared down");
+        let down = net.members[a].1.events.last().unwrap().0;
+        net.run_for(5 * SECOND);
+        let log = &net.members[a].1;
+        let after: Vec<f64> = log.group[before..].iter().map(|t| (*t - down).as_secs_f64()).collect();
+        assert_eq!(after, vec![0.25, 0.75, 1.75, 3.75]);
+        // Each time to its seed, as well as by multicast.
+        for t in &log.group[before..] {
+            assert!(log.sends.iter().any(|s| s.0 == *t && s.1 == ghost.addr));
+        }
+    }
+
+    #[test]
+    fn a_server_restarted_at_the_same_address_replaces_the_old_one() {
+        let mut net = Net::new();
+        let (na, nb) = (node(1, 1), node(2, 1));
+        let a = net.start(na, &[]);
+        let b = net.start(nb, &[na]);
+        net.run_for(3 * SECOND);
+        // b restarts: a new id and a later start, same address, before the
+        // cluster could notice the old one died.
+        net.kill(b);
+        let nb2 = node(2, 2);
+        assert_ne!(nb.id, nb2.id);
+        net.start(nb2, &[na]);
+        let t = net.run_until(SECOND, |n| n.view(a) == vec![nb2.id]).expect("replaced");
+        assert!(t < 100 * MS, "took {t:?}: a failure detection, not the rename");
+        assert_eq!(
+            net.events(a),
+            vec![
+                MemberEvent::Joined(nb.id),
+                MemberEvent::Left(nb.id),
+                MemberEvent::Joined(nb2.id)
+            ]
+        );
+        net.run_for(10 * SECOND);
+        assert_eq!(net.view(a), vec![nb2.id]);
+        assert_eq!(net.events(a).len(), 3);
+    }
+
+    #[test]
+    fn a_cut_heals_and_views_hold_the_renewed_identities() {
+        let mut net = Net::new();
+        let n: Vec<Node> = (1..=4).map(|i| node(i, 1)).collect();
+        for (i, me) in n.iter().enumerate() {
+            net.start(*me, &n[..i.min(1)]);
+        }
+        net.run_until(SECOND, |net| (0..4).all(|i| net.view(i).len() == 3))
+            .expect("joined");
+        net.run_for(3 * SECOND);
+        net.side = vec![0, 0, 1, 1];
+        net.run_until(10 * SECOND, |net| (0..4).all(|i| net.view(i).len() == 1))
+            .expect("each side sees only itself");
+        net.side = vec![0; 4];
+        let back = net
+            .run_until(30 * SECOND, |net| (0..4).all(|i| net.view(i).len() == 3))
+            .expect("healed");
+        // Announces to down members go out every 2 s.
+        assert!(back <= 5 * SECOND, "healing took {back:?}");
+        net.run_for(5 * SECOND);
+        // Members declared down rejoined renewed; every view holds each
+        // member's current identity, and no member left twice.
+        assert!((0..4).any(|i| net.members[i].0.me().incarnation > 0));
+        for i in 0..4 {
+            for (id, seen) in net.members[i].0.view() {
+                let j = n.iter().position(|m| m.id == *id).unwrap();
+                assert_eq!(*seen, net.members[j].0.me(), "member {i}'s view of {j}");
+            }
+            let events = net.events(i);
+            assert_eq!(events.len(), 3 + 2 + 2, "member {i}: {events:?}");
+        }
+    }
+}
