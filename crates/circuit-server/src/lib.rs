@@ -1,6 +1,9 @@
 //! The circuit daemon. `Server::bind` claims the address and the server id;
-//! `Server::run` serves until a `stop` request or a signal.
+//! `Server::run` serves until a `stop` request or a signal, then scrubs every
+//! element and waits (with a deadline) until they have freed everything —
+//! watchers stop their processes gracefully — before it returns.
 
+pub mod clock;
 pub mod config;
 pub mod elements;
 pub mod events;
@@ -12,6 +15,7 @@ pub mod stats;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use circuit_proto::{CircuitUrl, Key, ServerId};
 use tokio::net::TcpListener;
@@ -55,6 +59,9 @@ pub struct State {
     pub config: Config,
     /// Reaps every process this server started (see `elements::proc`).
     pub reaper: elements::proc::Reaper,
+    /// What elements get from the server: the clock, the task tracker every
+    /// task is spawned on, the shutdown token, the reaper.
+    pub ctx: elements::Ctx,
     /// The cluster as this server sees it.
     pub members: membership::swim::Membership,
     /// Connections to other members, for forwarding.
@@ -141,6 +148,16 @@ impl Server {
         let mut ns = Namespace::default();
         ns.insert(&[], elements::Element::Server).expect("empty namespace");
         ns.observe(bus.clone());
+        let clock = clock::Clock::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let reaper = elements::proc::Reaper::start_on(&tasks, shutdown.clone(), clock);
+        let ctx = elements::Ctx {
+            clock,
+            tasks,
+            shutdown,
+            reaper: reaper.handle(),
+        };
         let state = Arc::new(State {
             id,
             url,
@@ -148,11 +165,12 @@ impl Server {
             ns: Mutex::new(ns),
             stop: Notify::new(),
             config,
-            reaper: elements::proc::Reaper::start(),
+            reaper,
+            ctx,
             members,
             peers,
             events: bus,
-            started: std::time::Instant::now(),
+            started: clock.now(),
         });
         Ok(Server { state, listener, var })
     }
@@ -193,14 +211,54 @@ impl Server {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => info!("stopping on SIGTERM"),
         }
         state.members.leave().await;
-        let elements = state.ns.lock().unwrap().drain();
-        for el in elements {
-            el.scrub();
-        }
+        drain(&state).await;
         drop(self.var);
         info!("stopped");
         Ok(())
     }
+}
+
+/// The most the server waits at stop for its elements to free everything.
+pub const STOP_DEADLINE_CAP: Duration = Duration::from_secs(60);
+
+/// What the stop deadline allows beyond the longest GracefulTimeout (for
+/// the SIGKILL, the reaping and the hooks around them).
+pub const STOP_MARGIN: Duration = Duration::from_secs(2);
+
+/// The server's last steps: scrubs every element and waits until each has
+/// freed everything (watchers: every process stopped gracefully, per its
+/// GracefulTimeout) and every task on the tracker has ended — at most the
+/// longest GracefulTimeout plus [`STOP_MARGIN`], capped at
+/// [`STOP_DEADLINE_CAP`] — then stops the reaper.
+async fn drain(state: &State) {
+    let ctx = &state.ctx;
+    // Tasks that only serve a running server (drains of detached processes) end now.
+    ctx.shutdown.cancel();
+    let elements = state.ns.lock().unwrap().drain();
+    let longest = elements
+        .iter()
+        .filter_map(|el| match el {
+            elements::Element::Watch(w) => Some(w.graceful_timeout()),
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default();
+    let deadline = (longest + STOP_MARGIN).min(STOP_DEADLINE_CAP);
+    let scrubs: Vec<_> = elements.into_iter().map(elements::Element::scrub).collect();
+    // Watchers scrubbed earlier, still stopping, run on the tracker too.
+    ctx.tasks.close();
+    let all = async {
+        futures::future::join_all(scrubs).await;
+        ctx.tasks.wait().await;
+    };
+    if ctx.clock.timeout(deadline, all).await.is_none() {
+        warn!(
+            tasks = ctx.tasks.len(),
+            ?deadline,
+            "stopping before every element has freed everything"
+        );
+    }
+    state.reaper.stop();
 }
 
 /// The locked state directory; removed on drop when it was our default.

@@ -20,8 +20,14 @@
 //!   its stdin is closed, its stdout and stderr are drained and discarded until
 //!   it exits, and the reaper still reaps it. Pending `wait`s fail with
 //!   "aborted". Stopping the server scrubs every element, so processes outlive
-//!   the server, as in the original; once the server is gone their output
+//!   the server, as in the original; once the server stops their output
 //!   pipes have no reader (a write raises SIGPIPE, as with any pipe).
+//! - **Tasks.** The drains of scrubbed processes run on the server's task
+//!   tracker and end when the server's shutdown token is cancelled. The
+//!   reaper's own task is owned by the [`Reaper`] (aborted when it is
+//!   dropped or [`Reaper::stop`]ped, the server's last step, so that
+//!   watchers stopping gracefully are reaped to the end); it is not on the
+//!   tracker, whose end the server waits for.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -39,7 +45,11 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+
+use crate::clock::Clock;
 
 /// Bytes a pipe buffers before its writer blocks.
 pub const PIPE_SIZE: usize = 32 * 1024;
@@ -119,15 +129,27 @@ struct ReaperInner {
     live: Mutex<HashMap<i32, watch::Sender<Status>>>,
     /// Wakes the task when a pid is registered, in case its SIGCHLD came first.
     kick: Notify,
+    /// Where the tasks that follow its processes run (the server's tracker).
+    tasks: TaskTracker,
+    /// Cancelled when the server stops: those tasks end.
+    shutdown: CancellationToken,
 }
 
 impl Reaper {
-    /// Starts the reaper task; call from within the server's runtime, before
-    /// any process is spawned.
+    /// Starts the reaper task on a tracker of its own; call from within a
+    /// runtime, before any process is spawned.
     pub fn start() -> Reaper {
+        Reaper::start_on(&TaskTracker::new(), CancellationToken::new(), Clock::new())
+    }
+
+    /// Starts the reaper task; the tasks that follow its processes run on
+    /// `tasks` (the server's tracker), until `shutdown`.
+    pub fn start_on(tasks: &TaskTracker, shutdown: CancellationToken, clock: Clock) -> Reaper {
         let inner = Arc::new(ReaperInner {
             live: Mutex::new(HashMap::new()),
             kick: Notify::new(),
+            tasks: tasks.clone(),
+            shutdown,
         });
         let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
             Ok(s) => Some(s),
@@ -144,7 +166,7 @@ impl Reaper {
                     got = async {
                         match sigchld.as_mut() {
                             Some(s) => s.recv().await,
-                            None => { tokio::time::sleep(Duration::from_millis(50)).await; Some(()) }
+                            None => { clock.sleep(Duration::from_millis(50)).await; Some(()) }
                         }
                     } => if got.is_none() { sigchld = None },
                 }
@@ -162,6 +184,12 @@ impl Reaper {
     /// A handle to spawn and signal children through this reaper.
     pub fn handle(&self) -> ReaperHandle {
         ReaperHandle(self.inner.clone())
+    }
+
+    /// Stops reaping: the server's last step, once its elements are scrubbed.
+    /// Children not yet reaped are left to init.
+    pub fn stop(&self) {
+        self.task.abort();
     }
 }
 
@@ -565,13 +593,15 @@ impl Proc {
         if self.scrubbed.send_replace(true) {
             return;
         }
+        let (tasks, shutdown) = (&self.reaper.tasks, &self.reaper.shutdown);
         let stdin = self.stdin.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             stdin.lock().await.take();
         });
         for out in [self.stdout.clone(), self.stderr.clone()] {
             let mut status = self.status.clone();
-            tokio::spawn(async move {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
                 let Some(mut pipe) = out.lock().await.take() else {
                     return;
                 };
@@ -580,6 +610,7 @@ impl Proc {
                     tokio::select! {
                         r = pipe.read(&mut sink) => if !matches!(r, Ok(n) if n > 0) { return },
                         _ = status.wait_for(|s| s.phase.is_final()) => return,
+                        _ = shutdown.cancelled() => return,
                     }
                 }
             });

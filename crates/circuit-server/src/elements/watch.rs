@@ -18,7 +18,12 @@
 //!   made and inherited by every process; `$(socket.NAME.fd)` in Args and
 //!   Env becomes their descriptor number. They close when the task ends.
 //! - **Scrub** stops every process gracefully (stop signal, GracefulTimeout,
-//!   SIGKILL); the task ends once all of them have been reaped.
+//!   SIGKILL); the task ends once all of them have been reaped, and
+//!   [`Watch::scrub`]'s future resolves then. Dropping the last handle does
+//!   the same. The task and the output readers run on the server's task
+//!   tracker (stopping the server waits for them) and on the watcher's own.
+//! - **Time** is the server's [`Clock`]: the policy's instants come from it
+//!   and the task sleeps on it, so the tests below run on a paused clock.
 
 pub mod hooks;
 pub mod identity;
@@ -33,6 +38,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use circuit_proto::{
     ErrorKind, EventKind, ProcExit, ProcPhase, ScaleOp, WatchAction, WatchProcStat, WatchSpec, WatchStat, WatchState,
 };
@@ -45,6 +53,8 @@ use tracing::{info, warn};
 
 use self::policy::{Action, Flap, Note, Params, Phase, Policy};
 use super::proc::{ReaperHandle, parse_signal};
+use super::{Ctx, Scrubbed};
+use crate::clock::Clock;
 
 /// The most processes one watcher may keep running.
 pub const MAX_PROCESSES: u32 = 10_000;
@@ -128,13 +138,50 @@ enum Cmd {
     Signal(Signal, oneshot::Sender<Result<usize, WatchError>>),
     Peek(oneshot::Sender<WatchStat>),
     Release,
+    Scrub,
 }
 
-/// A watch element: a handle on its task. Dropping the last handle (which
-/// is what scrubbing the element does) stops every process gracefully; the
-/// task ends once all of them have been reaped.
+/// Where a watcher's tasks run: on the server's tracker, so that stopping
+/// the server waits for them, and on the watcher's own, so that its scrub
+/// does.
+#[derive(Clone)]
+pub struct Tasks {
+    server: TaskTracker,
+    own: TaskTracker,
+    /// Cancelled when the watcher's task ends: its helpers end too.
+    over: CancellationToken,
+}
+
+impl Tasks {
+    fn new(server: &TaskTracker) -> Tasks {
+        Tasks {
+            server: server.clone(),
+            own: TaskTracker::new(),
+            over: CancellationToken::new(),
+        }
+    }
+
+    /// Runs `f` as one of the watcher's tasks.
+    pub fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
+        self.server.spawn(self.own.track_future(f));
+    }
+
+    /// Resolves once every task of the watcher has ended.
+    async fn ended(self) {
+        self.own.close();
+        self.own.wait().await;
+    }
+}
+
+/// A watch element: a handle on its task. [`Watch::scrub`], or dropping the
+/// last handle, stops every process gracefully; the task ends once all of
+/// them have been reaped.
 pub struct Watch {
     tx: mpsc::UnboundedSender<Cmd>,
+    /// Its task and helpers.
+    tasks: Tasks,
+    /// Its GracefulTimeout, for the server's stop deadline.
+    graceful: Duration,
     /// (WID, pid) of the running processes, as the task last published them.
     live: Arc<Mutex<Vec<(u32, u32)>>>,
     /// The processes' kept output (rings, log files).
@@ -164,6 +211,8 @@ struct Shell {
     stop: Signal,
     policy: Policy,
     reaper: ReaperHandle,
+    clock: Clock,
+    tasks: Tasks,
     procs: HashMap<u32, Proc>,
     ended: FuturesUnordered<Ended>,
     live: Arc<Mutex<Vec<(u32, u32)>>>,
@@ -179,13 +228,16 @@ struct Shell {
 }
 
 impl Watch {
-    /// Checks `spec`, starts its processes and the watcher's task. `name`
-    /// (the path) is for logs; events go to `emit`, held back until
-    /// [`Watch::release`] (so that they follow the element's own `created`).
-    /// Fails, leaving nothing behind, if the spec is invalid or a first
-    /// process cannot be started. Must run within the server's runtime.
-    pub fn start(reaper: ReaperHandle, name: String, spec: WatchSpec, emit: Emit) -> Result<Watch, WatchError> {
+    /// Checks `spec`, starts its processes and the watcher's task (on
+    /// `ctx`'s tracker, spawning through its reaper). `name` (the path) is
+    /// for logs; events go to `emit`, held back until [`Watch::release`] (so
+    /// that they follow the element's own `created`). Fails, leaving nothing
+    /// behind, if the spec is invalid or a first process cannot be started
+    /// (with start hooks, the first starts are the task's: see [`hooks`]).
+    /// Must run within the server's runtime.
+    pub fn start(ctx: &Ctx, name: String, spec: WatchSpec, emit: Emit) -> Result<Watch, WatchError> {
         let (params, stop) = validate(&spec)?;
+        let graceful = params.graceful;
         let sockets = sockets::Sockets::bind(&spec.sockets)?;
         output::check(&spec)?;
         let identity = identity::Identity::resolve(&spec.uid, &spec.gid, &spec.rlimits)?;
@@ -195,7 +247,9 @@ impl Watch {
             spec,
             stop,
             policy: Policy::new(params),
-            reaper,
+            reaper: ctx.reaper.clone(),
+            clock: ctx.clock,
+            tasks: Tasks::new(&ctx.tasks),
             procs: HashMap::new(),
             ended: FuturesUnordered::new(),
             live: Arc::default(),
@@ -205,27 +259,53 @@ impl Watch {
             identity,
             outputs: outputs.clone(),
         };
-        let now = Instant::now();
+        let now = shell.clock.now();
         let actions = shell.policy.start(now);
-        if let Err(e) = shell.carry_out(actions, true) {
-            // Nothing stays: whatever did start is killed, and reaped by the reaper.
-            for pid in shell.procs.keys() {
-                let _ = shell.reaper.signal(*pid, Signal::SIGKILL, true);
+        let hooked = !shell.spec.hooks.before_start.is_empty() || !shell.spec.hooks.after_start.is_empty();
+        let first = if hooked {
+            // Hooks are awaited: the task runs them, then starts.
+            actions
+        } else {
+            // Without a hook to wait for, starting never awaits.
+            let started = futures::FutureExt::now_or_never(shell.carry_out(actions, true));
+            if let Some(Err(e)) = started {
+                // Nothing stays: whatever did start is killed, and reaped by the reaper.
+                for pid in shell.procs.keys() {
+                    let _ = shell.reaper.signal(*pid, Signal::SIGKILL, true);
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+            Vec::new()
+        };
         info!(op = "mkwatch", watch = %shell.name, cmd = %shell.spec.path, n = shell.spec.num_processes, "watching");
         shell.publish();
         let live = shell.live.clone();
         let released = shell.sockets.released_on_drop();
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(shell.run(rx));
+        let tasks = shell.tasks.clone();
+        tasks.spawn(shell.run(first, rx));
         Ok(Watch {
             tx,
+            tasks,
+            graceful,
             live,
             outputs,
             _sockets: released,
         })
+    }
+
+    /// Stops every process gracefully (stop signal, GracefulTimeout,
+    /// SIGKILL) and ends the watcher; the future resolves once every
+    /// process has been reaped and every task of the watcher has ended.
+    /// Requests still waiting on it fail as aborted.
+    pub fn scrub(&self) -> Scrubbed {
+        let _ = self.tx.send(Cmd::Scrub);
+        Scrubbed::when(self.tasks.clone().ended())
+    }
+
+    /// Its GracefulTimeout.
+    pub fn graceful_timeout(&self) -> Duration {
+        self.graceful
     }
 
     async fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, WatchError> {
@@ -283,13 +363,13 @@ impl Watch {
 impl Shell {
     /// Carries out the policy's actions, feeding spawn results back to it.
     /// With `strict`, the first spawn error stops and is returned.
-    fn carry_out(&mut self, actions: Vec<Action>, strict: bool) -> Result<(), WatchError> {
+    async fn carry_out(&mut self, actions: Vec<Action>, strict: bool) -> Result<(), WatchError> {
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         while let Some(a) = queue.pop_front() {
             match a {
                 Action::Spawn { wid } => {
-                    let now = Instant::now();
-                    if !self.hook(hooks::Hook::BeforeStart, wid) {
+                    if !self.hook(hooks::Hook::BeforeStart, wid).await {
+                        let now = self.clock.now();
                         queue.extend(self.policy.spawn_failed(wid, now));
                         continue;
                     }
@@ -299,9 +379,10 @@ impl Shell {
                         .pipe(&mut cmd)
                         .and_then(|pipes| Ok((self.reaper.spawn(&mut cmd)?, pipes)));
                     drop(cmd);
+                    let now = self.clock.now();
                     match spawned {
                         Ok((child, pipes)) => {
-                            self.outputs.attach(wid, pipes);
+                            self.outputs.attach(wid, pipes, &self.tasks);
                             let pid = child.pid();
                             info!(op = "spawn", watch = %self.name, wid, pid, "started");
                             self.report(EventKind::Spawned { pid });
@@ -314,7 +395,7 @@ impl Shell {
                                 },
                             );
                             self.ended.push(Box::pin(child.ended()));
-                            self.hook(hooks::Hook::AfterStart, wid);
+                            self.hook(hooks::Hook::AfterStart, wid).await;
                         }
                         Err(e) => {
                             let error = match self.spec.dir.is_empty() {
@@ -332,7 +413,7 @@ impl Shell {
                 }
                 Action::Stop { pid } => {
                     if let Some(wid) = self.policy.running().iter().find(|r| r.pid == pid).map(|r| r.wid) {
-                        self.hook(hooks::Hook::BeforeStop, wid);
+                        self.hook(hooks::Hook::BeforeStop, wid).await;
                     }
                     info!(op = "stop", watch = %self.name, pid, signal = %self.stop, "stopping gracefully");
                     let _ = self.reaper.signal(pid, self.stop, true);
@@ -363,7 +444,7 @@ impl Shell {
         let name = self.name.clone();
         let event = match note {
             Note::Respawn { wid, restarts, at } => {
-                let delay = at.saturating_duration_since(Instant::now());
+                let delay = at.saturating_duration_since(self.clock.now());
                 info!(op = "respawn", watch = %name, wid, restarts, ?delay, "respawning");
                 EventKind::other(
                     "respawned",
@@ -371,7 +452,7 @@ impl Shell {
                 )
             }
             Note::Flapping { retries, until } => {
-                let pause = until.saturating_duration_since(Instant::now());
+                let pause = until.saturating_duration_since(self.clock.now());
                 warn!(op = "flapping", watch = %name, retries, ?pause, "flapping: paused");
                 EventKind::other(
                     "flapping",
@@ -419,29 +500,39 @@ impl Shell {
         cmd
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    /// The watcher's task: carries out `first` (the first starts, when they
+    /// wait for hooks), then serves `rx` until scrubbed (or the last handle
+    /// is gone) and every process has been reaped.
+    async fn run(mut self, first: Vec<Action>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        let _ = self.carry_out(first, false).await;
+        self.publish();
         let mut scrubbed = false;
         loop {
             if scrubbed && self.policy.idle() {
                 info!(op = "scrub", watch = %self.name, "every process is gone");
+                self.tasks.over.cancel();
                 return;
             }
             let deadline = self.policy.next_deadline();
+            let clock = self.clock;
             let sleep = async {
                 match deadline {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    Some(t) => clock.sleep_until(t).await,
                     None => std::future::pending().await,
                 }
             };
             let actions = tokio::select! {
                 cmd = rx.recv(), if !scrubbed => match cmd {
-                    Some(cmd) => self.serve(cmd),
-                    None => {
+                    Some(Cmd::Scrub) | None => {
                         scrubbed = true;
+                        // Requests sent from now on, or queued, fail as aborted.
+                        rx.close();
+                        while rx.try_recv().is_ok() {}
                         self.sockets.release();
                         info!(op = "scrub", watch = %self.name, "stopping every process");
-                        self.policy.stop(Instant::now())
+                        self.policy.stop(self.clock.now())
                     }
+                    Some(cmd) => self.serve(cmd),
                 },
                 Some((pid, exit)) = self.ended.next(), if !self.ended.is_empty() => {
                     self.procs.remove(&pid);
@@ -449,13 +540,13 @@ impl Shell {
                     info!(op = "exit", watch = %self.name, pid, exit = ?exit, "process ended");
                     self.report(exited(pid, exit.as_ref()));
                     if let Some(wid) = stopped {
-                        self.hook(hooks::Hook::AfterStop, wid);
+                        self.hook(hooks::Hook::AfterStop, wid).await;
                     }
-                    self.policy.exited(pid, Instant::now())
+                    self.policy.exited(pid, self.clock.now())
                 }
-                _ = sleep => self.policy.tick(Instant::now()),
+                _ = sleep => self.policy.tick(self.clock.now()),
             };
-            let _ = self.carry_out(actions, false);
+            let _ = self.carry_out(actions, false).await;
             self.publish();
         }
     }
@@ -473,7 +564,7 @@ impl Shell {
     }
 
     fn serve(&mut self, cmd: Cmd) -> Vec<Action> {
-        let now = Instant::now();
+        let now = self.clock.now();
         match cmd {
             Cmd::Ctl(action, tx) => {
                 info!(op = "watch", watch = %self.name, action = action.name(), "control");
@@ -537,6 +628,8 @@ impl Shell {
                 }
                 Vec::new()
             }
+            // Handled by the task's loop.
+            Cmd::Scrub => Vec::new(),
         }
     }
 
@@ -585,8 +678,9 @@ impl Shell {
 
 impl Drop for Shell {
     /// The task is dropped with processes left only when the server's
-    /// runtime shuts down (a scrubbed watcher ends once they are all gone):
-    /// there is no time left to wait, so each gets the stop signal now.
+    /// runtime shuts down before they are gone (the server waits for its
+    /// watchers' graceful stops, but no longer than its deadline): there is
+    /// no time left to wait, so each gets the stop signal now.
     fn drop(&mut self) {
         for r in self.policy.running() {
             let _ = self.reaper.signal(r.pid, self.stop, true);

@@ -55,7 +55,7 @@ pub fn make(state: &Arc<State>, path: &Path, spec: &WatchSpec) -> Response {
     // dropped, which stops its processes, and its events are never released.
     let (bus, at) = (state.events.clone(), path.clone());
     let emit = Box::new(move |kind| bus.emit(&at, kind));
-    let watch = Watch::start(state.reaper.handle(), path.to_string(), spec.clone(), emit).map_err(|e| wire(path, e))?;
+    let watch = Watch::start(&state.ctx, path.to_string(), spec.clone(), emit).map_err(|e| wire(path, e))?;
     let watch = Arc::new(watch);
     {
         let mut ns = state.ns.lock().unwrap();
