@@ -760,6 +760,225 @@ mod tests {
         assert!(validate(&s).unwrap_err().to_string().contains("at most"));
     }
 
+    /// A watcher of `sh -c script` on its own reaper and tracker, its
+    /// events collected with the (paused) clock's time of each.
+    struct Harness {
+        watch: Option<Watch>,
+        ctx: Ctx,
+        events: mpsc::UnboundedReceiver<(Instant, EventKind)>,
+        _reaper: super::super::proc::Reaper,
+    }
+
+    impl Harness {
+        fn start(script: &str, tune: impl FnOnce(&mut WatchSpec)) -> Harness {
+            let reaper = super::super::proc::Reaper::start();
+            let ctx = Ctx::new(reaper.handle());
+            let (tx, events) = mpsc::unbounded_channel();
+            let clock = ctx.clock;
+            let emit: Emit = Box::new(move |e| {
+                let _ = tx.send((clock.now(), e));
+            });
+            let mut spec = WatchSpec::new("/bin/sh", ["-c", script]);
+            tune(&mut spec);
+            let watch = Watch::start(&ctx, "/X1/w".into(), spec, emit).expect("the watcher starts");
+            watch.release();
+            Harness {
+                watch: Some(watch),
+                ctx,
+                events,
+                _reaper: reaper,
+            }
+        }
+
+        fn watch(&self) -> &Watch {
+            self.watch.as_ref().expect("not dropped")
+        }
+
+        /// The next event named `name` (skipping others), and when it came.
+        async fn next(&mut self, name: &str) -> (Instant, EventKind) {
+            for _ in 0..10_000 {
+                let (at, e) = self.events.recv().await.expect("the watcher reports events");
+                if e.name() == name {
+                    return (at, e);
+                }
+            }
+            panic!("no {name} event in 10000");
+        }
+    }
+
+    /// A field of an `Other` event.
+    fn field(e: &EventKind, key: &str) -> serde_json::Value {
+        match e {
+            EventKind::Other { fields, .. } => serde_json::from_str::<serde_json::Value>(fields).unwrap()[key].clone(),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    fn ignores_term(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+                .is_some_and(|m| m & (1 << 14) != 0)
+        })
+    }
+
+    /// Waits (a few ms at a time, bounded) until the watcher's process has
+    /// set SIGTERM aside, and returns its pid. A real wait: the clock is
+    /// paused, and the shell's trap runs in real time.
+    fn stubborn_pid(w: &Watch) -> u32 {
+        for _ in 0..2_500 {
+            if let Some(&(_, pid)) = w.processes().first()
+                && ignores_term(pid)
+            {
+                return pid;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!("the process never ignored SIGTERM");
+    }
+
+    fn gone(pid: u32) -> bool {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    /// Runs `body` on a current-thread runtime whose clock starts paused
+    /// (as `#[tokio::test(start_paused = true)]` does), in a thread of its
+    /// own, and fails the test past 30 real seconds: a paused clock cannot
+    /// bound the test itself, since it jumps past any timeout as soon as
+    /// every task waits on a real process. Real processes on a paused
+    /// clock: deterministic only where no deadline races a process (a
+    /// process that exits on SIGTERM would race its SIGKILL), hence the
+    /// processes here exit at once or ignore SIGTERM.
+    fn on_paused_clock<F: Future<Output = ()> + 'static>(body: impl FnOnce() -> F + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(body())));
+            let _ = tx.send(r);
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("the test ran more than 30 real seconds"),
+        }
+    }
+
+    #[test]
+    fn respawn_delay_on_a_paused_clock() {
+        on_paused_clock(|| async {
+            let real = std::time::Instant::now();
+            let mut h = Harness::start("exit 1", |s| {
+                s.warmup_delay = 3.0;
+                s.flapping.attempts = 1000;
+            });
+            let (t0, _) = h.next("spawned").await;
+            let mut last = t0;
+            for restarts in 1..=3u64 {
+                let (exited, e) = h.next("exited").await;
+                assert!(matches!(e, EventKind::Exited { code: 1, .. }), "{e:?}");
+                let (_, note) = h.next("respawned").await;
+                assert_eq!(field(&note, "Restarts"), restarts);
+                assert_eq!(field(&note, "In"), 3.0);
+                let (spawned, _) = h.next("spawned").await;
+                let delay = spawned - exited;
+                assert!(
+                    delay >= Duration::from_secs(3) && delay < Duration::from_millis(3100),
+                    "respawned after {delay:?}"
+                );
+                last = spawned;
+            }
+            let covered = last - t0;
+            assert!(covered >= Duration::from_secs(9), "{covered:?}");
+            // The delays were the clock's, not real sleeps.
+            assert!(real.elapsed() < covered, "{:?} real for {covered:?}", real.elapsed());
+            h.watch().scrub().await;
+        });
+    }
+
+    #[test]
+    fn flapping_pauses_resumes_and_gives_up_on_a_paused_clock() {
+        on_paused_clock(|| async {
+            let mut h = Harness::start("exit 1", |s| {
+                s.flapping.attempts = 2;
+                s.flapping.window = 5.0;
+                s.flapping.retry_in = 60.0;
+                s.flapping.max_retry = 1;
+            });
+            let (paused_at, flap) = h.next("flapping").await;
+            assert_eq!(field(&flap, "State"), "paused");
+            assert_eq!(field(&flap, "Retries"), 1);
+            assert_eq!(field(&flap, "RetryIn"), 60.0);
+            let stat = h.watch().stat().await.unwrap();
+            assert_eq!((stat.state, stat.retries), (WatchState::Flapping, 1));
+            let (resumed_at, _) = h.next("resumed").await;
+            assert_eq!(resumed_at - paused_at, Duration::from_secs(60));
+            let (_, flap) = h.next("flapping").await;
+            assert_eq!(field(&flap, "State"), "stopped");
+            let stat = h.watch().stat().await.unwrap();
+            assert_eq!((stat.state, stat.retries), (WatchState::Stopped, 1));
+            assert!(stat.processes.is_empty());
+            h.watch().scrub().await;
+        });
+    }
+
+    #[test]
+    fn graceful_timeout_then_sigkill_on_a_paused_clock() {
+        on_paused_clock(|| async {
+            let mut h = Harness::start("trap '' TERM; exec sleep 1000", |s| s.graceful_timeout = 5.0);
+            let pid = stubborn_pid(h.watch());
+            let t0 = h.ctx.clock.now();
+            h.watch().control(WatchAction::Stop).await.unwrap();
+            let (killed_at, killed) = h.next("killed").await;
+            assert_eq!(field(&killed, "Pid"), pid);
+            assert_eq!(killed_at - t0, Duration::from_secs(5));
+            let (_, e) = h.next("exited").await;
+            assert!(
+                matches!(e, EventKind::Exited { pid: Some(p), signal: Some(9), .. } if p == pid),
+                "{e:?}"
+            );
+            assert!(gone(pid), "reaped");
+            assert_eq!(h.watch().stat().await.unwrap().state, WatchState::Stopped);
+
+            // Scrub is graceful the same way, and its future ends with the processes.
+            h.watch().control(WatchAction::Start).await.unwrap();
+            let pid = stubborn_pid(h.watch());
+            let t0 = h.ctx.clock.now();
+            h.watch().scrub().await;
+            assert_eq!(h.ctx.clock.now() - t0, Duration::from_secs(5));
+            assert!(gone(pid), "reaped before the scrub was over");
+            let (_, killed) = h.next("killed").await;
+            assert_eq!(field(&killed, "Pid"), pid);
+            assert!(matches!(h.watch().stat().await, Err(WatchError::Aborted)));
+        });
+    }
+
+    #[test]
+    fn a_dropped_watcher_still_stops_gracefully() {
+        on_paused_clock(|| async {
+            let mut h = Harness::start("trap '' TERM; exec sleep 1000", |s| {
+                s.graceful_timeout = 5.0;
+                s.num_processes = 1;
+            });
+            let pid = stubborn_pid(h.watch());
+            let t0 = h.ctx.clock.now();
+            drop(h.watch.take());
+            // Its task runs on the tracker until every process is reaped.
+            h.ctx.tasks.close();
+            h.ctx.tasks.wait().await;
+            assert_eq!(h.ctx.clock.now() - t0, Duration::from_secs(5));
+            assert!(gone(pid));
+            let (_, killed) = h.next("killed").await;
+            assert_eq!(field(&killed, "Pid"), pid);
+            let (_, e) = h.next("exited").await;
+            assert!(matches!(e, EventKind::Exited { signal: Some(9), .. }), "{e:?}");
+        });
+    }
+
     #[test]
     fn samples_this_process() {
         let s = sample(std::process::id()).expect("/proc of ourselves");
