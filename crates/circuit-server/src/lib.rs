@@ -259,7 +259,22 @@ async fn drain(state: &State) {
         );
     }
     state.reaper.stop();
+    // The last events (a watcher's `killed`, `exited`) reach their listeners
+    // before the connections go with the runtime: a moment, at most.
+    if state.events.listeners() > 0 {
+        let flush = async {
+            while state.events.pending() > 0 {
+                ctx.clock.sleep(Duration::from_millis(5)).await;
+            }
+            ctx.clock.sleep(FLUSH_PAUSE).await;
+        };
+        let _ = ctx.clock.timeout(Duration::from_secs(1), flush).await;
+    }
 }
+
+/// How long the stopping server gives its listeners' connections to send
+/// the last events they took.
+const FLUSH_PAUSE: Duration = Duration::from_millis(50);
 
 /// The locked state directory; removed on drop when it was our default.
 struct VarDir {
