@@ -53,6 +53,16 @@ impl Bus {
         self.id
     }
 
+    /// Events emitted that some listener has not taken yet.
+    pub fn pending(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Listeners attached now.
+    pub fn listeners(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// An event about `path`, stamped now by this server (not emitted).
     pub fn stamp(&self, path: Path, kind: EventKind) -> Event {
         Event {

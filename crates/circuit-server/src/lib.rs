@@ -1,6 +1,9 @@
 //! The circuit daemon. `Server::bind` claims the address and the server id;
-//! `Server::run` serves until a `stop` request or a signal.
+//! `Server::run` serves until a `stop` request or a signal, then scrubs every
+//! element and waits (with a deadline) until they have freed everything —
+//! watchers stop their processes gracefully — before it returns.
 
+pub mod clock;
 pub mod config;
 pub mod elements;
 pub mod events;
@@ -12,6 +15,7 @@ pub mod stats;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use circuit_proto::{CircuitUrl, Key, ServerId};
 use tokio::net::TcpListener;
@@ -128,15 +132,26 @@ impl Server {
         let mut ns = Namespace::default();
         ns.insert(&[], elements::Element::Server).expect("empty namespace");
         ns.observe(bus.clone());
+        let clock = clock::Clock::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let reaper = Arc::new(elements::proc::Reaper::start_on(&tasks, clock));
+        let rt = elements::Runtime {
+            clock,
+            tasks,
+            shutdown,
+            reaper: reaper.handle(),
+        };
         let ctx = elements::Ctx {
+            rt,
             id,
             ns: Arc::new(Mutex::new(ns)),
             events: bus,
-            reaper: Arc::new(elements::proc::Reaper::start()),
+            reaper,
             members: Arc::new(members),
             url: Arc::new(url),
             joined: joined.into(),
-            started: std::time::Instant::now(),
+            started: clock.now(),
         };
         let state = Arc::new(State {
             ctx,
@@ -183,15 +198,70 @@ impl Server {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => info!("stopping on SIGTERM"),
         }
         state.ctx.members.leave().await;
-        let elements = state.ctx.ns.lock().unwrap().drain();
-        for el in elements {
-            el.scrub();
-        }
+        drain(&state).await;
         drop(self.var);
         info!("stopped");
         Ok(())
     }
 }
+
+/// The most the server waits at stop for its elements to free everything.
+pub const STOP_DEADLINE_CAP: Duration = Duration::from_secs(60);
+
+/// What the stop deadline allows beyond the longest GracefulTimeout (for
+/// the SIGKILL, the reaping and the hooks around them).
+pub const STOP_MARGIN: Duration = Duration::from_secs(2);
+
+/// The server's last steps: scrubs every element and waits until each has
+/// freed everything (watchers: every process stopped gracefully, per its
+/// GracefulTimeout) and every task on the tracker has ended — at most the
+/// longest GracefulTimeout plus [`STOP_MARGIN`], capped at
+/// [`STOP_DEADLINE_CAP`] — then stops the reaper.
+async fn drain(state: &State) {
+    let (ctx, rt) = (&state.ctx, &state.ctx.rt);
+    // Tasks that only serve a running server (drains of detached processes) end now.
+    rt.shutdown.cancel();
+    let elements = ctx.ns.lock().unwrap().drain();
+    let longest = elements
+        .iter()
+        .filter_map(|el| match el {
+            elements::Element::Watch(w) => Some(w.graceful_timeout()),
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default();
+    let deadline = (longest + STOP_MARGIN).min(STOP_DEADLINE_CAP);
+    let scrubs: Vec<_> = elements.into_iter().map(elements::Element::scrub).collect();
+    // Watchers scrubbed earlier, still stopping, run on the tracker too.
+    rt.tasks.close();
+    let all = async {
+        futures::future::join_all(scrubs).await;
+        rt.tasks.wait().await;
+    };
+    if rt.clock.timeout(deadline, all).await.is_none() {
+        warn!(
+            tasks = rt.tasks.len(),
+            ?deadline,
+            "stopping before every element has freed everything"
+        );
+    }
+    ctx.reaper.stop();
+    // The last events (a watcher's `killed`, `exited`) reach their listeners
+    // before the connections go with the runtime: a moment, at most.
+    if ctx.events.listeners() > 0 {
+        let flush = async {
+            while ctx.events.pending() > 0 {
+                rt.clock.sleep(Duration::from_millis(5)).await;
+            }
+            rt.clock.sleep(FLUSH_PAUSE).await;
+        };
+        let _ = rt.clock.timeout(Duration::from_secs(1), flush).await;
+    }
+}
+
+/// How long the stopping server gives its listeners' connections to send
+/// the last events they took.
+const FLUSH_PAUSE: Duration = Duration::from_millis(50);
 
 /// The locked state directory; removed on drop when it was our default.
 struct VarDir {

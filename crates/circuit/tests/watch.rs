@@ -963,3 +963,158 @@ fn sockets_survive_reloadconfig_without_refusing() {
         pids.0.iter().all(|p| !alive(*p))
     });
 }
+
+/// SigCgt of /proc/PID/status has SIGTERM (15): a handler is set for it.
+fn catches_term(pid: u64) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << 14) != 0)
+}
+
+/// Kills the `events` command it holds (our own child, by pid) on drop.
+struct Follower(std::process::Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `circuit events` on `path` of `srv`, its lines sent to the receiver.
+fn follow_events(srv: &TestServer, path: &str) -> (Follower, std::sync::mpsc::Receiver<Value>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut events = Command::new(common::bin())
+        .args(["events", "-d", &srv.url, path])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = events.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(json(&line)).is_err() {
+                return;
+            }
+        }
+    });
+    (Follower(events), rx)
+}
+
+#[test]
+fn server_stop_waits_for_graceful_stops_and_reports_them() {
+    let mut srv = TestServer::start(&[]);
+    let mut pids = Pids::default();
+    let (_reader, rx) = follow_events(&srv, &srv.id);
+    // The stream is open once a first event arrives (a probe channel's `created`).
+    let mut seen: Vec<Value> = Vec::new();
+    let mut probes = 0;
+    until("the events stream attached", Duration::from_secs(10), || {
+        probes += 1;
+        ok(srv.cli("mkchan", &[&format!("{}/probe{probes}", srv.id), "1"]));
+        rx.recv_timeout(Duration::from_millis(200))
+            .map(|v| seen.push(v))
+            .is_ok()
+    });
+    // Ignores SIGTERM for 2 s, then exits 0: within its GracefulTimeout.
+    let slow = format!("{}/slow", srv.id);
+    srv.mkwatch(
+        &slow,
+        &json!({"Path": "/bin/sh", "Args": ["-c", "trap 'sleep 2; exit 0' TERM; while :; do sleep 0.1; done"],
+                "GracefulTimeout": 5}),
+    );
+    // Ignores SIGTERM for good: SIGKILLed after its GracefulTimeout.
+    let deaf = format!("{}/deaf", srv.id);
+    srv.mkwatch(
+        &deaf,
+        &json!({"Path": "/bin/sh", "Args": ["-c", "trap '' TERM; sleep 1000"], "GracefulTimeout": 1}),
+    );
+    let (_, slow_pid) = procs(&srv.peek(&slow), &mut pids)[0];
+    let (_, deaf_pid) = procs(&srv.peek(&deaf), &mut pids)[0];
+    until("the traps set", Duration::from_secs(10), || {
+        catches_term(slow_pid) && ignores_term(deaf_pid)
+    });
+    let mut deaf_kid = 0;
+    until("sleep started", Duration::from_secs(10), || {
+        deaf_kid = children(deaf_pid).first().map_or(0, |c| c.0);
+        deaf_kid != 0
+    });
+    pids.0.insert(deaf_kid);
+
+    let t = Instant::now();
+    ok(srv.cli("stop", &[&srv.id]));
+    let status = srv.wait_exit(Duration::from_secs(20)).expect("the server stopped");
+    assert!(status.success(), "{status:?}: {}", srv.log());
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "stopped after {took:?}, before its watchers"
+    );
+    // Nothing left: the server stopped them all before it exited.
+    for pid in [slow_pid, deaf_pid, deaf_kid] {
+        assert!(!alive(pid), "{pid} outlived the server: {}", srv.log());
+    }
+    // The events came out before the server went (the stream then ends).
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(v) => seen.push(v),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let find = |event: &str, pid: u64| {
+        seen.iter()
+            .find(|v| v["Event"] == event && v["Pid"] == pid)
+            .unwrap_or_else(|| panic!("no {event} of {pid} in {seen:?}"))
+            .clone()
+    };
+    let exit = find("exited", slow_pid);
+    assert_eq!(
+        (exit["Phase"].as_str(), exit["Code"].as_i64()),
+        (Some("exited"), Some(0)),
+        "{exit}"
+    );
+    assert!(!seen.iter().any(|v| v["Event"] == "killed" && v["Pid"] == slow_pid));
+    assert_eq!(find("killed", deaf_pid)["Reason"], "graceful timeout");
+    assert_eq!(find("exited", deaf_pid)["Signal"], 9);
+    // The log says so too, before the server's last line.
+    let log = srv.log();
+    let stopped = log.rfind("stopped").expect("a last line");
+    let ended = |pid: u64| log.find(&format!("pid={pid} exit=")).unwrap_or(usize::MAX);
+    assert!(ended(slow_pid) < stopped && ended(deaf_pid) < stopped, "{log}");
+}
+
+#[test]
+fn a_sleeping_hook_does_not_stall_a_one_thread_server() {
+    let srv = TestServer::start(&["--threads", "1"]);
+    let dir = TempDir::new("slowhook");
+    let done = dir.0.join("done");
+    let w = format!("{}/hooked", srv.id);
+    srv.mkwatch(
+        &w,
+        &json!({"Path": "/bin/sleep", "Args": ["60"],
+                "Hooks": {"BeforeStart": ["/bin/sh", "-c", format!("sleep 3; touch {}", done.display())]}}),
+    );
+    // While the hook sleeps, the server answers other requests.
+    let c = format!("{}/c", srv.id);
+    ok(srv.cli("mkchan", &[&c, "1"]));
+    assert!(ok(srv.cli("ls", &[&format!("{}/...", srv.id)])).contains(&c));
+    let peek = json(&ok(srv.cli("peek", &[&c])));
+    assert_eq!(peek["Cap"], 1, "{peek}");
+    assert!(!done.exists(), "the requests waited for the hook");
+    // And the watcher's start follows its hook.
+    let v = srv.peek_until(&w, "started after its hook", |v| count(v) == 1);
+    let mut pids = Pids::default();
+    procs(&v, &mut pids);
+    assert!(done.exists());
+    ok(srv.cli("scrub", &[&w]));
+}

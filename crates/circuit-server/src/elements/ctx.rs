@@ -1,6 +1,6 @@
 //! What every element may use of its server: not the whole server state,
-//! only its id, its namespace, its event bus, its reaper and its view of
-//! the cluster.
+//! only its runtime (clock, task tracker, shutdown token, reaper), its id,
+//! its namespace, its event bus and its view of the cluster.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +15,8 @@ use crate::namespace::Namespace;
 /// An element's view of its server. Cheap to clone.
 #[derive(Clone)]
 pub struct Ctx {
+    /// The clock, the task tracker and shutdown token, the reaper's handle.
+    pub rt: super::Runtime,
     /// This server's id.
     pub id: ServerId,
     /// The anchor tree (held only for map operations, never across an await).

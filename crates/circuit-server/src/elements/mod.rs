@@ -13,7 +13,80 @@ pub mod server;
 pub mod subscription;
 pub mod watch;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+
+/// What an element's tasks get from the server: its clock, its task
+/// tracker (stopping the server waits for what runs on it), the token
+/// cancelled when the server stops, and its reaper. Cheap to clone; part
+/// of [`Ctx`], and all a watcher needs.
+#[derive(Clone)]
+pub struct Runtime {
+    /// The server's one clock.
+    pub clock: Clock,
+    /// Every task the server or an element spawns runs on this tracker.
+    pub tasks: TaskTracker,
+    /// Cancelled when the server begins to stop: tasks that only serve a
+    /// running server (draining a detached process's pipes) end on it.
+    pub shutdown: CancellationToken,
+    /// Spawns and signals children.
+    pub reaper: proc::ReaperHandle,
+}
+
+impl Runtime {
+    /// A runtime of its own around `reaper` (for tests and tools): a new
+    /// tracker and token.
+    pub fn new(reaper: proc::ReaperHandle) -> Runtime {
+        Runtime {
+            clock: Clock::new(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            reaper,
+        }
+    }
+}
+
+/// The end of a scrub: resolves once the element has freed everything it
+/// held (a watcher: every process stopped gracefully and reaped). The scrub
+/// itself has begun when [`Element::scrub`] returns, so dropping this
+/// future does not stop it: it only stops waiting.
+pub struct Scrubbed(Option<BoxFuture<'static, ()>>);
+
+impl Scrubbed {
+    /// A scrub that was over at once.
+    pub fn done() -> Scrubbed {
+        Scrubbed(None)
+    }
+
+    /// A scrub that is over when `f` is.
+    pub fn when(f: impl Future<Output = ()> + Send + 'static) -> Scrubbed {
+        Scrubbed(Some(Box::pin(f)))
+    }
+}
+
+impl Future for Scrubbed {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.0.as_mut() {
+            None => Poll::Ready(()),
+            Some(f) => {
+                let done = f.as_mut().poll(cx);
+                if done.is_ready() {
+                    self.0 = None;
+                }
+                done
+            }
+        }
+    }
+}
 
 use circuit_proto::conn::StreamHandle;
 use circuit_proto::{AnchorOp, ChanOp, ElementKind, ElementStat, ErrorKind, Op, Path, ProcOp, Reply, Response};
@@ -80,15 +153,28 @@ impl Element {
         })
     }
 
-    /// Frees what the element holds. Called once it is out of the namespace.
-    pub fn scrub(self) {
+    /// Frees what the element holds; called once it is out of the
+    /// namespace. Freeing begins at once; the future resolves when it is
+    /// over (at once for most kinds; for a watcher, once every process has
+    /// been stopped gracefully, per its GracefulTimeout, and reaped). A
+    /// process element detaches its process, which runs on (see
+    /// [`proc`]): that scrub is over at once.
+    pub fn scrub(self) -> Scrubbed {
         match self {
-            Element::Server => {}
-            Element::Proc(p) => p.scrub(),
-            Element::Chan(c) => c.abort(),
-            Element::Subscription(s) => s.scrub(),
-            // The last handle going stops its processes gracefully.
-            Element::Watch(w) => drop(w),
+            Element::Server => Scrubbed::done(),
+            Element::Proc(p) => {
+                p.scrub();
+                Scrubbed::done()
+            }
+            Element::Chan(c) => {
+                c.abort();
+                Scrubbed::done()
+            }
+            Element::Subscription(s) => {
+                s.scrub();
+                Scrubbed::done()
+            }
+            Element::Watch(w) => w.scrub(),
         }
     }
 

@@ -23,6 +23,11 @@
 //!   it. Pending `wait`s fail with "aborted". Stopping the server scrubs
 //!   every element the same way, so processes outlive the server, as in the
 //!   original.
+//! - **Tasks.** The tasks that close a scrubbed process's pipes run on the
+//!   server's task tracker. The reaper's own task is owned by the [`Reaper`]
+//!   (aborted when it is dropped or [`Reaper::stop`]ped, the server's last
+//!   step, so that watchers stopping gracefully are reaped to the end); it
+//!   is not on the tracker, whose end the server waits for.
 
 pub(crate) mod ops;
 
@@ -41,7 +46,10 @@ use nix::unistd::Pid;
 use tokio::net::unix::pipe;
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+
+use crate::clock::Clock;
 
 /// Bytes a pipe buffers before its writer blocks.
 pub const PIPE_SIZE: usize = 32 * 1024;
@@ -121,15 +129,24 @@ struct ReaperInner {
     live: Mutex<HashMap<i32, watch::Sender<Status>>>,
     /// Wakes the task when a pid is registered, in case its SIGCHLD came first.
     kick: Notify,
+    /// Where the tasks that follow its processes run (the server's tracker).
+    tasks: TaskTracker,
 }
 
 impl Reaper {
-    /// Starts the reaper task; call from within the server's runtime, before
-    /// any process is spawned.
+    /// Starts the reaper task on a tracker of its own; call from within a
+    /// runtime, before any process is spawned.
     pub fn start() -> Reaper {
+        Reaper::start_on(&TaskTracker::new(), Clock::new())
+    }
+
+    /// Starts the reaper task; the tasks that follow its processes run on
+    /// `tasks` (the server's tracker).
+    pub fn start_on(tasks: &TaskTracker, clock: Clock) -> Reaper {
         let inner = Arc::new(ReaperInner {
             live: Mutex::new(HashMap::new()),
             kick: Notify::new(),
+            tasks: tasks.clone(),
         });
         let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
             Ok(s) => Some(s),
@@ -146,7 +163,7 @@ impl Reaper {
                     got = async {
                         match sigchld.as_mut() {
                             Some(s) => s.recv().await,
-                            None => { tokio::time::sleep(Duration::from_millis(50)).await; Some(()) }
+                            None => { clock.sleep(Duration::from_millis(50)).await; Some(()) }
                         }
                     } => if got.is_none() { sigchld = None },
                 }
@@ -164,6 +181,12 @@ impl Reaper {
     /// A handle to spawn and signal children through this reaper.
     pub fn handle(&self) -> ReaperHandle {
         ReaperHandle(self.inner.clone())
+    }
+
+    /// Stops reaping: the server's last step, once its elements are scrubbed.
+    /// Children not yet reaped are left to init.
+    pub fn stop(&self) {
+        self.task.abort();
     }
 }
 
@@ -567,8 +590,9 @@ impl Proc {
         if self.scrubbed.send_replace(true) {
             return;
         }
+        let tasks = &self.reaper.tasks;
         let stdin = self.stdin.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             stdin.lock().await.take();
         });
         // Our ends of stdout and stderr close: the process meets a closed
@@ -576,7 +600,7 @@ impl Proc {
         // server stops. Draining them instead would burn a core for as long
         // as a fast writer runs, with no element left to find it.
         for out in [self.stdout.clone(), self.stderr.clone()] {
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 out.lock().await.take();
             });
         }

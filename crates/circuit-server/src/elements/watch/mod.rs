@@ -18,7 +18,12 @@
 //!   made and inherited by every process; `$(socket.NAME.fd)` in Args and
 //!   Env becomes their descriptor number. They close when the task ends.
 //! - **Scrub** stops every process gracefully (stop signal, GracefulTimeout,
-//!   SIGKILL); the task ends once all of them have been reaped.
+//!   SIGKILL); the task ends once all of them have been reaped, and
+//!   [`Watch::scrub`]'s future resolves then. Dropping the last handle does
+//!   the same. The task and the output readers run on the server's task
+//!   tracker (stopping the server waits for them) and on the watcher's own.
+//! - **Time** is the server's [`Clock`]: the policy's instants come from it
+//!   and the task sleeps on it, so the tests below run on a paused clock.
 
 pub(crate) mod ops;
 
@@ -35,6 +40,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use circuit_proto::{
     ErrorKind, EventKind, ProcExit, ProcPhase, ScaleOp, WatchAction, WatchProcStat, WatchSpec, WatchStat, WatchState,
 };
@@ -47,6 +55,8 @@ use tracing::{info, warn};
 
 use self::policy::{Action, Flap, Note, Params, Phase, Policy};
 use super::proc::{ReaperHandle, parse_signal};
+use super::{Runtime, Scrubbed};
+use crate::clock::Clock;
 
 /// The most processes one watcher may keep running.
 pub const MAX_PROCESSES: u32 = 10_000;
@@ -130,13 +140,50 @@ enum Cmd {
     Signal(Signal, oneshot::Sender<Result<usize, WatchError>>),
     Peek(oneshot::Sender<WatchStat>),
     Release,
+    Scrub,
 }
 
-/// A watch element: a handle on its task. Dropping the last handle (which
-/// is what scrubbing the element does) stops every process gracefully; the
-/// task ends once all of them have been reaped.
+/// Where a watcher's tasks run: on the server's tracker, so that stopping
+/// the server waits for them, and on the watcher's own, so that its scrub
+/// does.
+#[derive(Clone)]
+pub struct Tasks {
+    server: TaskTracker,
+    own: TaskTracker,
+    /// Cancelled when the watcher's task ends: its helpers end too.
+    over: CancellationToken,
+}
+
+impl Tasks {
+    fn new(server: &TaskTracker) -> Tasks {
+        Tasks {
+            server: server.clone(),
+            own: TaskTracker::new(),
+            over: CancellationToken::new(),
+        }
+    }
+
+    /// Runs `f` as one of the watcher's tasks.
+    pub fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
+        self.server.spawn(self.own.track_future(f));
+    }
+
+    /// Resolves once every task of the watcher has ended.
+    async fn ended(self) {
+        self.own.close();
+        self.own.wait().await;
+    }
+}
+
+/// A watch element: a handle on its task. [`Watch::scrub`], or dropping the
+/// last handle, stops every process gracefully; the task ends once all of
+/// them have been reaped.
 pub struct Watch {
     tx: mpsc::UnboundedSender<Cmd>,
+    /// Its task and helpers.
+    tasks: Tasks,
+    /// Its GracefulTimeout, for the server's stop deadline.
+    graceful: Duration,
     /// (WID, pid) of the running processes, as the task last published them.
     live: Arc<Mutex<Vec<(u32, u32)>>>,
     /// The processes' kept output (rings, log files).
@@ -166,6 +213,8 @@ struct Shell {
     stop: Signal,
     policy: Policy,
     reaper: ReaperHandle,
+    clock: Clock,
+    tasks: Tasks,
     procs: HashMap<u32, Proc>,
     ended: FuturesUnordered<Ended>,
     live: Arc<Mutex<Vec<(u32, u32)>>>,
@@ -181,13 +230,16 @@ struct Shell {
 }
 
 impl Watch {
-    /// Checks `spec`, starts its processes and the watcher's task. `name`
-    /// (the path) is for logs; events go to `emit`, held back until
-    /// [`Watch::release`] (so that they follow the element's own `created`).
-    /// Fails, leaving nothing behind, if the spec is invalid or a first
-    /// process cannot be started. Must run within the server's runtime.
-    pub fn start(reaper: ReaperHandle, name: String, spec: WatchSpec, emit: Emit) -> Result<Watch, WatchError> {
+    /// Checks `spec`, starts its processes and the watcher's task (on
+    /// `ctx`'s tracker, spawning through its reaper). `name` (the path) is
+    /// for logs; events go to `emit`, held back until [`Watch::release`] (so
+    /// that they follow the element's own `created`). Fails, leaving nothing
+    /// behind, if the spec is invalid or a first process cannot be started
+    /// (with start hooks, the first starts are the task's: see [`hooks`]).
+    /// Must run within the server's runtime.
+    pub fn start(ctx: &Runtime, name: String, spec: WatchSpec, emit: Emit) -> Result<Watch, WatchError> {
         let (params, stop) = validate(&spec)?;
+        let graceful = params.graceful;
         let sockets = sockets::Sockets::bind(&spec.sockets)?;
         output::check(&spec)?;
         let identity = identity::Identity::resolve(&spec.uid, &spec.gid, &spec.rlimits)?;
@@ -197,7 +249,9 @@ impl Watch {
             spec,
             stop,
             policy: Policy::new(params),
-            reaper,
+            reaper: ctx.reaper.clone(),
+            clock: ctx.clock,
+            tasks: Tasks::new(&ctx.tasks),
             procs: HashMap::new(),
             ended: FuturesUnordered::new(),
             live: Arc::default(),
@@ -207,27 +261,53 @@ impl Watch {
             identity,
             outputs: outputs.clone(),
         };
-        let now = Instant::now();
+        let now = shell.clock.now();
         let actions = shell.policy.start(now);
-        if let Err(e) = shell.carry_out(actions, true) {
-            // Nothing stays: whatever did start is killed, and reaped by the reaper.
-            for pid in shell.procs.keys() {
-                let _ = shell.reaper.signal(*pid, Signal::SIGKILL, true);
+        let hooked = !shell.spec.hooks.before_start.is_empty() || !shell.spec.hooks.after_start.is_empty();
+        let first = if hooked {
+            // Hooks are awaited: the task runs them, then starts.
+            actions
+        } else {
+            // Without a hook to wait for, starting never awaits.
+            let started = futures::FutureExt::now_or_never(shell.carry_out(actions, true));
+            if let Some(Err(e)) = started {
+                // Nothing stays: whatever did start is killed, and reaped by the reaper.
+                for pid in shell.procs.keys() {
+                    let _ = shell.reaper.signal(*pid, Signal::SIGKILL, true);
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+            Vec::new()
+        };
         info!(op = "mkwatch", watch = %shell.name, cmd = %shell.spec.path, n = shell.spec.num_processes, "watching");
         shell.publish();
         let live = shell.live.clone();
         let released = shell.sockets.released_on_drop();
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(shell.run(rx));
+        let tasks = shell.tasks.clone();
+        tasks.spawn(shell.run(first, rx));
         Ok(Watch {
             tx,
+            tasks,
+            graceful,
             live,
             outputs,
             _sockets: released,
         })
+    }
+
+    /// Stops every process gracefully (stop signal, GracefulTimeout,
+    /// SIGKILL) and ends the watcher; the future resolves once every
+    /// process has been reaped and every task of the watcher has ended.
+    /// Requests still waiting on it fail as aborted.
+    pub fn scrub(&self) -> Scrubbed {
+        let _ = self.tx.send(Cmd::Scrub);
+        Scrubbed::when(self.tasks.clone().ended())
+    }
+
+    /// Its GracefulTimeout.
+    pub fn graceful_timeout(&self) -> Duration {
+        self.graceful
     }
 
     async fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, WatchError> {
@@ -285,13 +365,13 @@ impl Watch {
 impl Shell {
     /// Carries out the policy's actions, feeding spawn results back to it.
     /// With `strict`, the first spawn error stops and is returned.
-    fn carry_out(&mut self, actions: Vec<Action>, strict: bool) -> Result<(), WatchError> {
+    async fn carry_out(&mut self, actions: Vec<Action>, strict: bool) -> Result<(), WatchError> {
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         while let Some(a) = queue.pop_front() {
             match a {
                 Action::Spawn { wid } => {
-                    let now = Instant::now();
-                    if !self.hook(hooks::Hook::BeforeStart, wid) {
+                    if !self.hook(hooks::Hook::BeforeStart, wid).await {
+                        let now = self.clock.now();
                         queue.extend(self.policy.spawn_failed(wid, now));
                         continue;
                     }
@@ -301,9 +381,10 @@ impl Shell {
                         .pipe(&mut cmd)
                         .and_then(|pipes| Ok((self.reaper.spawn(&mut cmd)?, pipes)));
                     drop(cmd);
+                    let now = self.clock.now();
                     match spawned {
                         Ok((child, pipes)) => {
-                            self.outputs.attach(wid, pipes);
+                            self.outputs.attach(wid, pipes, &self.tasks);
                             let pid = child.pid();
                             info!(op = "spawn", watch = %self.name, wid, pid, "started");
                             self.report(EventKind::Spawned { pid });
@@ -316,7 +397,7 @@ impl Shell {
                                 },
                             );
                             self.ended.push(Box::pin(child.ended()));
-                            self.hook(hooks::Hook::AfterStart, wid);
+                            self.hook(hooks::Hook::AfterStart, wid).await;
                         }
                         Err(e) => {
                             let error = match self.spec.dir.is_empty() {
@@ -334,7 +415,7 @@ impl Shell {
                 }
                 Action::Stop { pid } => {
                     if let Some(wid) = self.policy.running().iter().find(|r| r.pid == pid).map(|r| r.wid) {
-                        self.hook(hooks::Hook::BeforeStop, wid);
+                        self.hook(hooks::Hook::BeforeStop, wid).await;
                     }
                     info!(op = "stop", watch = %self.name, pid, signal = %self.stop, "stopping gracefully");
                     let _ = self.reaper.signal(pid, self.stop, true);
@@ -365,7 +446,7 @@ impl Shell {
         let name = self.name.clone();
         let event = match note {
             Note::Respawn { wid, restarts, at } => {
-                let delay = at.saturating_duration_since(Instant::now());
+                let delay = at.saturating_duration_since(self.clock.now());
                 info!(op = "respawn", watch = %name, wid, restarts, ?delay, "respawning");
                 EventKind::other(
                     "respawned",
@@ -373,7 +454,7 @@ impl Shell {
                 )
             }
             Note::Flapping { retries, until } => {
-                let pause = until.saturating_duration_since(Instant::now());
+                let pause = until.saturating_duration_since(self.clock.now());
                 warn!(op = "flapping", watch = %name, retries, ?pause, "flapping: paused");
                 EventKind::other(
                     "flapping",
@@ -421,29 +502,39 @@ impl Shell {
         cmd
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    /// The watcher's task: carries out `first` (the first starts, when they
+    /// wait for hooks), then serves `rx` until scrubbed (or the last handle
+    /// is gone) and every process has been reaped.
+    async fn run(mut self, first: Vec<Action>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        let _ = self.carry_out(first, false).await;
+        self.publish();
         let mut scrubbed = false;
         loop {
             if scrubbed && self.policy.idle() {
                 info!(op = "scrub", watch = %self.name, "every process is gone");
+                self.tasks.over.cancel();
                 return;
             }
             let deadline = self.policy.next_deadline();
+            let clock = self.clock;
             let sleep = async {
                 match deadline {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    Some(t) => clock.sleep_until(t).await,
                     None => std::future::pending().await,
                 }
             };
             let actions = tokio::select! {
                 cmd = rx.recv(), if !scrubbed => match cmd {
-                    Some(cmd) => self.serve(cmd),
-                    None => {
+                    Some(Cmd::Scrub) | None => {
                         scrubbed = true;
+                        // Requests sent from now on, or queued, fail as aborted.
+                        rx.close();
+                        while rx.try_recv().is_ok() {}
                         self.sockets.release();
                         info!(op = "scrub", watch = %self.name, "stopping every process");
-                        self.policy.stop(Instant::now())
+                        self.policy.stop(self.clock.now())
                     }
+                    Some(cmd) => self.serve(cmd),
                 },
                 Some((pid, exit)) = self.ended.next(), if !self.ended.is_empty() => {
                     self.procs.remove(&pid);
@@ -451,13 +542,13 @@ impl Shell {
                     info!(op = "exit", watch = %self.name, pid, exit = ?exit, "process ended");
                     self.report(exited(pid, exit.as_ref()));
                     if let Some(wid) = stopped {
-                        self.hook(hooks::Hook::AfterStop, wid);
+                        self.hook(hooks::Hook::AfterStop, wid).await;
                     }
-                    self.policy.exited(pid, Instant::now())
+                    self.policy.exited(pid, self.clock.now())
                 }
-                _ = sleep => self.policy.tick(Instant::now()),
+                _ = sleep => self.policy.tick(self.clock.now()),
             };
-            let _ = self.carry_out(actions, false);
+            let _ = self.carry_out(actions, false).await;
             self.publish();
         }
     }
@@ -475,7 +566,7 @@ impl Shell {
     }
 
     fn serve(&mut self, cmd: Cmd) -> Vec<Action> {
-        let now = Instant::now();
+        let now = self.clock.now();
         match cmd {
             Cmd::Ctl(action, tx) => {
                 info!(op = "watch", watch = %self.name, action = action.name(), "control");
@@ -539,6 +630,8 @@ impl Shell {
                 }
                 Vec::new()
             }
+            // Handled by the task's loop.
+            Cmd::Scrub => Vec::new(),
         }
     }
 
@@ -587,8 +680,9 @@ impl Shell {
 
 impl Drop for Shell {
     /// The task is dropped with processes left only when the server's
-    /// runtime shuts down (a scrubbed watcher ends once they are all gone):
-    /// there is no time left to wait, so each gets the stop signal now.
+    /// runtime shuts down before they are gone (the server waits for its
+    /// watchers' graceful stops, but no longer than its deadline): there is
+    /// no time left to wait, so each gets the stop signal now.
     fn drop(&mut self) {
         for r in self.policy.running() {
             let _ = self.reaper.signal(r.pid, self.stop, true);
@@ -666,6 +760,225 @@ mod tests {
         assert_eq!(validate(&s).unwrap().0.max_age, Some(Duration::from_millis(2500)));
         s.num_processes = MAX_PROCESSES + 1;
         assert!(validate(&s).unwrap_err().to_string().contains("at most"));
+    }
+
+    /// A watcher of `sh -c script` on its own reaper and tracker, its
+    /// events collected with the (paused) clock's time of each.
+    struct Harness {
+        watch: Option<Watch>,
+        ctx: Runtime,
+        events: mpsc::UnboundedReceiver<(Instant, EventKind)>,
+        _reaper: super::super::proc::Reaper,
+    }
+
+    impl Harness {
+        fn start(script: &str, tune: impl FnOnce(&mut WatchSpec)) -> Harness {
+            let reaper = super::super::proc::Reaper::start();
+            let ctx = Runtime::new(reaper.handle());
+            let (tx, events) = mpsc::unbounded_channel();
+            let clock = ctx.clock;
+            let emit: Emit = Box::new(move |e| {
+                let _ = tx.send((clock.now(), e));
+            });
+            let mut spec = WatchSpec::new("/bin/sh", ["-c", script]);
+            tune(&mut spec);
+            let watch = Watch::start(&ctx, "/X1/w".into(), spec, emit).expect("the watcher starts");
+            watch.release();
+            Harness {
+                watch: Some(watch),
+                ctx,
+                events,
+                _reaper: reaper,
+            }
+        }
+
+        fn watch(&self) -> &Watch {
+            self.watch.as_ref().expect("not dropped")
+        }
+
+        /// The next event named `name` (skipping others), and when it came.
+        async fn next(&mut self, name: &str) -> (Instant, EventKind) {
+            for _ in 0..10_000 {
+                let (at, e) = self.events.recv().await.expect("the watcher reports events");
+                if e.name() == name {
+                    return (at, e);
+                }
+            }
+            panic!("no {name} event in 10000");
+        }
+    }
+
+    /// A field of an `Other` event.
+    fn field(e: &EventKind, key: &str) -> serde_json::Value {
+        match e {
+            EventKind::Other { fields, .. } => serde_json::from_str::<serde_json::Value>(fields).unwrap()[key].clone(),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    fn ignores_term(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+                .is_some_and(|m| m & (1 << 14) != 0)
+        })
+    }
+
+    /// Waits (a few ms at a time, bounded) until the watcher's process has
+    /// set SIGTERM aside, and returns its pid. A real wait: the clock is
+    /// paused, and the shell's trap runs in real time.
+    fn stubborn_pid(w: &Watch) -> u32 {
+        for _ in 0..2_500 {
+            if let Some(&(_, pid)) = w.processes().first()
+                && ignores_term(pid)
+            {
+                return pid;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!("the process never ignored SIGTERM");
+    }
+
+    fn gone(pid: u32) -> bool {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    /// Runs `body` on a current-thread runtime whose clock starts paused
+    /// (as `#[tokio::test(start_paused = true)]` does), in a thread of its
+    /// own, and fails the test past 30 real seconds: a paused clock cannot
+    /// bound the test itself, since it jumps past any timeout as soon as
+    /// every task waits on a real process. Real processes on a paused
+    /// clock: deterministic only where no deadline races a process (a
+    /// process that exits on SIGTERM would race its SIGKILL), hence the
+    /// processes here exit at once or ignore SIGTERM.
+    fn on_paused_clock<F: Future<Output = ()> + 'static>(body: impl FnOnce() -> F + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(body())));
+            let _ = tx.send(r);
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("the test ran more than 30 real seconds"),
+        }
+    }
+
+    #[test]
+    fn respawn_delay_on_a_paused_clock() {
+        on_paused_clock(|| async {
+            let real = std::time::Instant::now();
+            let mut h = Harness::start("exit 1", |s| {
+                s.warmup_delay = 3.0;
+                s.flapping.attempts = 1000;
+            });
+            let (t0, _) = h.next("spawned").await;
+            let mut last = t0;
+            for restarts in 1..=3u64 {
+                let (exited, e) = h.next("exited").await;
+                assert!(matches!(e, EventKind::Exited { code: 1, .. }), "{e:?}");
+                let (_, note) = h.next("respawned").await;
+                assert_eq!(field(&note, "Restarts"), restarts);
+                assert_eq!(field(&note, "In"), 3.0);
+                let (spawned, _) = h.next("spawned").await;
+                let delay = spawned - exited;
+                assert!(
+                    delay >= Duration::from_secs(3) && delay < Duration::from_millis(3100),
+                    "respawned after {delay:?}"
+                );
+                last = spawned;
+            }
+            let covered = last - t0;
+            assert!(covered >= Duration::from_secs(9), "{covered:?}");
+            // The delays were the clock's, not real sleeps.
+            assert!(real.elapsed() < covered, "{:?} real for {covered:?}", real.elapsed());
+            h.watch().scrub().await;
+        });
+    }
+
+    #[test]
+    fn flapping_pauses_resumes_and_gives_up_on_a_paused_clock() {
+        on_paused_clock(|| async {
+            let mut h = Harness::start("exit 1", |s| {
+                s.flapping.attempts = 2;
+                s.flapping.window = 5.0;
+                s.flapping.retry_in = 60.0;
+                s.flapping.max_retry = 1;
+            });
+            let (paused_at, flap) = h.next("flapping").await;
+            assert_eq!(field(&flap, "State"), "paused");
+            assert_eq!(field(&flap, "Retries"), 1);
+            assert_eq!(field(&flap, "RetryIn"), 60.0);
+            let stat = h.watch().stat().await.unwrap();
+            assert_eq!((stat.state, stat.retries), (WatchState::Flapping, 1));
+            let (resumed_at, _) = h.next("resumed").await;
+            assert_eq!(resumed_at - paused_at, Duration::from_secs(60));
+            let (_, flap) = h.next("flapping").await;
+            assert_eq!(field(&flap, "State"), "stopped");
+            let stat = h.watch().stat().await.unwrap();
+            assert_eq!((stat.state, stat.retries), (WatchState::Stopped, 1));
+            assert!(stat.processes.is_empty());
+            h.watch().scrub().await;
+        });
+    }
+
+    #[test]
+    fn graceful_timeout_then_sigkill_on_a_paused_clock() {
+        on_paused_clock(|| async {
+            let mut h = Harness::start("trap '' TERM; exec sleep 1000", |s| s.graceful_timeout = 5.0);
+            let pid = stubborn_pid(h.watch());
+            let t0 = h.ctx.clock.now();
+            h.watch().control(WatchAction::Stop).await.unwrap();
+            let (killed_at, killed) = h.next("killed").await;
+            assert_eq!(field(&killed, "Pid"), pid);
+            assert_eq!(killed_at - t0, Duration::from_secs(5));
+            let (_, e) = h.next("exited").await;
+            assert!(
+                matches!(e, EventKind::Exited { pid: Some(p), signal: Some(9), .. } if p == pid),
+                "{e:?}"
+            );
+            assert!(gone(pid), "reaped");
+            assert_eq!(h.watch().stat().await.unwrap().state, WatchState::Stopped);
+
+            // Scrub is graceful the same way, and its future ends with the processes.
+            h.watch().control(WatchAction::Start).await.unwrap();
+            let pid = stubborn_pid(h.watch());
+            let t0 = h.ctx.clock.now();
+            h.watch().scrub().await;
+            assert_eq!(h.ctx.clock.now() - t0, Duration::from_secs(5));
+            assert!(gone(pid), "reaped before the scrub was over");
+            let (_, killed) = h.next("killed").await;
+            assert_eq!(field(&killed, "Pid"), pid);
+            assert!(matches!(h.watch().stat().await, Err(WatchError::Aborted)));
+        });
+    }
+
+    #[test]
+    fn a_dropped_watcher_still_stops_gracefully() {
+        on_paused_clock(|| async {
+            let mut h = Harness::start("trap '' TERM; exec sleep 1000", |s| {
+                s.graceful_timeout = 5.0;
+                s.num_processes = 1;
+            });
+            let pid = stubborn_pid(h.watch());
+            let t0 = h.ctx.clock.now();
+            drop(h.watch.take());
+            // Its task runs on the tracker until every process is reaped.
+            h.ctx.tasks.close();
+            h.ctx.tasks.wait().await;
+            assert_eq!(h.ctx.clock.now() - t0, Duration::from_secs(5));
+            assert!(gone(pid));
+            let (_, killed) = h.next("killed").await;
+            assert_eq!(field(&killed, "Pid"), pid);
+            let (_, e) = h.next("exited").await;
+            assert!(matches!(e, EventKind::Exited { signal: Some(9), .. }), "{e:?}");
+        });
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub(crate) fn make(ctx: &Ctx, path: &Path, spec: WatchSpec) -> Response {
     // dropped, which stops its processes, and its events are never released.
     let (bus, at) = (ctx.events.clone(), path.clone());
     let emit = Box::new(move |kind| bus.emit(&at, kind));
-    let watch = Watch::start(ctx.reaper.handle(), path.to_string(), spec, emit).map_err(|e| wire(path, e))?;
+    let watch = Watch::start(&ctx.rt, path.to_string(), spec, emit).map_err(|e| wire(path, e))?;
     let watch = Arc::new(watch);
     ctx.make(path, "watch", || (Some(Element::Watch(watch.clone())), ()))?;
     watch.release();

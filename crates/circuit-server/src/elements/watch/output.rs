@@ -183,9 +183,10 @@ impl Outputs {
         }
     }
 
-    /// Starts a task per pipe of the process in slot `wid`, copying its
-    /// output to the ring or the file until end of file.
-    pub fn attach(self: &Arc<Self>, wid: u32, pipes: Pipes) {
+    /// Starts a task per pipe of the process in slot `wid` (on the
+    /// watcher's `tasks`), copying its output to the ring or the file until
+    /// end of file, or until the watcher's task has ended.
+    pub fn attach(self: &Arc<Self>, wid: u32, pipes: Pipes, tasks: &super::Tasks) {
         for (err, fd) in pipes.0 {
             let Some(sink) = self.sink(err, wid) else { continue };
             let mut rx = match pipe::Receiver::from_owned_fd(fd) {
@@ -196,12 +197,16 @@ impl Outputs {
                 }
             };
             let me = self.clone();
-            tokio::spawn(async move {
+            let over = tasks.over.clone();
+            tasks.spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
                 loop {
-                    match rx.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => me.put(err, &sink, &buf[..n]),
+                    tokio::select! {
+                        r = rx.read(&mut buf) => match r {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => me.put(err, &sink, &buf[..n]),
+                        },
+                        _ = over.cancelled() => return,
                     }
                 }
             });
