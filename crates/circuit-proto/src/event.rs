@@ -19,9 +19,9 @@
 //! - `Path`: the element the event is about; for `joined`/`left`, the root
 //!   `/X…` of the server that joined or left (reported by the server the
 //!   stream was opened on); for `lost`, the path the stream was asked for.
-//! - `Event`: what happened; the other keys depend on it. Events of kinds
-//!   added later (watchers: `respawned`, `flapping`, …) carry their own keys
-//!   after `Event` ([`EventKind::Other`]).
+//! - `Event`: what happened; the other keys depend on it. An element kind's
+//!   own events (watchers: `respawned`, `flapping`, …) are typed per kind
+//!   ([`WatchEvent`]) and carry their own keys after `Event`.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,11 +65,88 @@ pub enum EventKind {
     /// `count` events were dropped because this stream's reader (or a
     /// server on the way) fell behind.
     Lost { count: u64 },
-    /// Any other event, named `event` (lower-case, e.g. `respawned`), with
-    /// `fields`: the text of a JSON object whose keys (PascalCase) follow
-    /// `Event` in the JSON line. Kept as text: the wire format (postcard) is
-    /// not self-describing.
-    Other { event: String, fields: String },
+    /// A watcher's own events.
+    Watch(WatchEvent),
+}
+
+/// What a watcher reports beyond `spawned`/`exited` of its processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WatchEvent {
+    /// Slot `wid` is started again in `in_secs` (its `restarts`-th restart).
+    Respawned { wid: u32, restarts: u32, in_secs: f64 },
+    /// Slot `wid` could not be started.
+    SpawnFailed { wid: u32, error: String },
+    /// Process `pid` did not stop within the graceful timeout: SIGKILL.
+    Killed { pid: u32, reason: String },
+    /// Too many restarts in the window: paused for `retry_in` seconds, or,
+    /// with `retry_in` `None`, stopped for good (no retry left).
+    Flapping { retries: u32, retry_in: Option<f64> },
+    /// The flapping pause is over.
+    Resumed { retries: u32 },
+    /// Process `pid` of slot `wid` reached MaxAge and is replaced.
+    Recycled { wid: u32, pid: u32 },
+    /// `watch start|stop|restart|reload` was asked.
+    Control { action: String },
+    /// The process count changed.
+    NumProcs { from: u32, to: u32 },
+    /// A hook failed.
+    HookFailed { hook: String, wid: u32, error: String },
+}
+
+impl WatchEvent {
+    /// The value of the `Event` key.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WatchEvent::Respawned { .. } => "respawned",
+            WatchEvent::SpawnFailed { .. } => "spawnfailed",
+            WatchEvent::Killed { .. } => "killed",
+            WatchEvent::Flapping { .. } => "flapping",
+            WatchEvent::Resumed { .. } => "resumed",
+            WatchEvent::Recycled { .. } => "recycled",
+            WatchEvent::Control { .. } => "control",
+            WatchEvent::NumProcs { .. } => "numprocs",
+            WatchEvent::HookFailed { .. } => "hookfailed",
+        }
+    }
+
+    /// Its keys after `Event`, in order.
+    fn fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+        use serde_json::json;
+        match self {
+            WatchEvent::Respawned { wid, restarts, in_secs } => {
+                vec![
+                    ("Wid", json!(wid)),
+                    ("Restarts", json!(restarts)),
+                    ("In", json!(in_secs)),
+                ]
+            }
+            WatchEvent::SpawnFailed { wid, error } => vec![("Wid", json!(wid)), ("Error", json!(error))],
+            WatchEvent::Killed { pid, reason } => vec![("Pid", json!(pid)), ("Reason", json!(reason))],
+            WatchEvent::Flapping {
+                retries,
+                retry_in: Some(t),
+            } => {
+                vec![
+                    ("State", json!("paused")),
+                    ("Retries", json!(retries)),
+                    ("RetryIn", json!(t)),
+                ]
+            }
+            WatchEvent::Flapping {
+                retries,
+                retry_in: None,
+            } => {
+                vec![("State", json!("stopped")), ("Retries", json!(retries))]
+            }
+            WatchEvent::Resumed { retries } => vec![("Retries", json!(retries))],
+            WatchEvent::Recycled { wid, pid } => vec![("Wid", json!(wid)), ("Pid", json!(pid))],
+            WatchEvent::Control { action } => vec![("Action", json!(action))],
+            WatchEvent::NumProcs { from, to } => vec![("From", json!(from)), ("To", json!(to))],
+            WatchEvent::HookFailed { hook, wid, error } => {
+                vec![("Hook", json!(hook)), ("Wid", json!(wid)), ("Error", json!(error))]
+            }
+        }
+    }
 }
 
 impl EventKind {
@@ -83,21 +160,7 @@ impl EventKind {
             EventKind::Joined => "joined",
             EventKind::Left => "left",
             EventKind::Lost { .. } => "lost",
-            EventKind::Other { event, .. } => event,
-        }
-    }
-
-    /// An [`EventKind::Other`] from a name and a JSON object of fields
-    /// (anything else than an object is kept under the key `Detail`).
-    pub fn other(event: impl Into<String>, fields: serde_json::Value) -> EventKind {
-        let fields = match fields {
-            serde_json::Value::Object(_) => fields,
-            serde_json::Value::Null => serde_json::json!({}),
-            v => serde_json::json!({ "Detail": v }),
-        };
-        EventKind::Other {
-            event: event.into(),
-            fields: fields.to_string(),
+            EventKind::Watch(w) => w.name(),
         }
     }
 }
@@ -135,15 +198,7 @@ impl Event {
             }
             EventKind::Joined | EventKind::Left => {}
             EventKind::Lost { count } => m.push(("Count".into(), json!(count))),
-            EventKind::Other { fields, .. } => {
-                if let Ok(Value::Object(extra)) = serde_json::from_str::<Value>(fields) {
-                    for (k, v) in extra {
-                        if !m.iter().any(|(have, _)| *have == k) {
-                            m.push((k, v));
-                        }
-                    }
-                }
-            }
+            EventKind::Watch(w) => m.extend(w.fields().into_iter().map(|(k, v)| (k.to_string(), v))),
         }
         m
     }
@@ -226,18 +281,28 @@ mod tests {
         assert_eq!((v["Event"].as_str(), v["Count"].as_u64()), (Some("lost"), Some(3)));
         let v = ev("/X0000000000000002", EventKind::Joined).to_json();
         assert_eq!(v.as_object().unwrap().len(), 4);
-        // Other events: their fields follow, and cannot overwrite the first four.
-        let kind = EventKind::other("respawned", serde_json::json!({"Pid": 5, "Wid": 2, "Path": "/nope"}));
+        // A kind's own events: their fields follow, in order.
+        let kind = EventKind::Watch(WatchEvent::Respawned {
+            wid: 2,
+            restarts: 5,
+            in_secs: 0.5,
+        });
         let v = ev("/X0000000000000001/w", kind.clone()).to_json();
         assert_eq!(v["Event"], "respawned");
-        assert_eq!((v["Pid"].as_u64(), v["Wid"].as_u64()), (Some(5), Some(2)));
+        assert_eq!((v["Restarts"].as_u64(), v["Wid"].as_u64()), (Some(5), Some(2)));
         assert_eq!(v["Path"], "/X0000000000000001/w");
-        let v = ev(
+        let line = ev(
             "/X0000000000000001/w",
-            EventKind::other("flapping", serde_json::json!("paused")),
+            EventKind::Watch(WatchEvent::Flapping {
+                retries: 1,
+                retry_in: None,
+            }),
         )
-        .to_json();
-        assert_eq!(v["Detail"], "paused");
+        .to_json_line();
+        assert!(
+            line.ends_with(r#""Event":"flapping","State":"stopped","Retries":1}"#),
+            "{line}"
+        );
         // The line is the object, keys in order.
         let e = ev("/X0000000000000001/w", kind.clone());
         let parsed: serde_json::Value = serde_json::from_str(&e.to_json_line()).unwrap();

@@ -20,7 +20,7 @@ pub mod watch;
 
 pub use chan::ChanStat;
 pub use element::{ElementKind, ElementStat, ServerStat};
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, WatchEvent};
 pub use msg::{AnchorOp, ChanOp, Op, ProcOp, ServerOp, SubscriptionOp, WatchOp};
 pub use msg::{
     Entry, ErrorKind, Member, MemberState, ReloadFailure, ReloadReport, Reply, Request, Response, WireError,

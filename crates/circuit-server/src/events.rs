@@ -1,13 +1,12 @@
 //! The event bus of one server: a bounded broadcast of [`Event`]s, each
 //! stamped with the time and this server's id when emitted.
 //!
-//! Anyone holding the [`State`](crate::State) reports an event with
-//! [`Bus::emit`] (a full path) or [`Bus::emit_below`] (names below this
-//! server), e.g. a watcher:
+//! An element reports an event through its [`Ctx`](crate::elements::Ctx)
+//! with [`Bus::emit`] (a full path) or [`Bus::emit_below`] (names below
+//! this server); a kind's own events are typed, e.g. a watcher's:
 //!
 //! ```ignore
-//! state.events.emit(&path, EventKind::other("respawned", json!({"Pid": pid, "Wid": wid})));
-//! state.events.emit(&path, EventKind::other("flapping", json!({"State": "paused", "RetryIn": 7.0})));
+//! ctx.events.emit(&path, EventKind::Watch(WatchEvent::Resumed { retries: 1 }));
 //! ```
 //!
 //! Emitting never blocks and costs nothing while nobody listens. Each

@@ -22,9 +22,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use circuit_proto::{EventKind, ProcExit};
+use circuit_proto::{EventKind, ProcExit, WatchEvent};
 use nix::sys::signal::Signal;
-use serde_json::json;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
@@ -128,10 +127,11 @@ impl super::Shell {
             }
             Err(error) => {
                 warn!(op = "hook", watch = %self.name, hook = which.name(), wid, %error, "hook failed");
-                self.report(EventKind::other(
-                    "hookfailed",
-                    json!({"Hook": which.name(), "Wid": wid, "Error": error}),
-                ));
+                self.report(EventKind::Watch(WatchEvent::HookFailed {
+                    hook: which.name().into(),
+                    wid,
+                    error,
+                }));
                 false
             }
         }

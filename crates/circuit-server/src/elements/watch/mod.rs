@@ -44,12 +44,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use circuit_proto::{
-    ErrorKind, EventKind, ProcExit, ProcPhase, ScaleOp, WatchAction, WatchProcStat, WatchSpec, WatchStat, WatchState,
+    ErrorKind, EventKind, ProcExit, ProcPhase, ScaleOp, WatchAction, WatchEvent, WatchProcStat, WatchSpec, WatchStat,
+    WatchState,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use nix::sys::signal::Signal;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -408,7 +408,7 @@ impl Shell {
                                 return Err(WatchError::Spawn(error));
                             }
                             warn!(op = "spawn", watch = %self.name, wid, %error, "cannot start");
-                            self.report(EventKind::other("spawnfailed", json!({"Wid": wid, "Error": error})));
+                            self.report(EventKind::Watch(WatchEvent::SpawnFailed { wid, error }));
                             queue.extend(self.policy.spawn_failed(wid, now));
                         }
                     }
@@ -422,10 +422,10 @@ impl Shell {
                 }
                 Action::Kill { pid } => {
                     warn!(op = "kill", watch = %self.name, pid, "graceful timeout over; SIGKILL");
-                    self.report(EventKind::other(
-                        "killed",
-                        json!({"Pid": pid, "Reason": "graceful timeout"}),
-                    ));
+                    self.report(EventKind::Watch(WatchEvent::Killed {
+                        pid,
+                        reason: "graceful timeout".into(),
+                    }));
                     let _ = self.reaper.signal(pid, Signal::SIGKILL, true);
                 }
                 Action::Note(note) => self.log(note),
@@ -448,30 +448,34 @@ impl Shell {
             Note::Respawn { wid, restarts, at } => {
                 let delay = at.saturating_duration_since(self.clock.now());
                 info!(op = "respawn", watch = %name, wid, restarts, ?delay, "respawning");
-                EventKind::other(
-                    "respawned",
-                    json!({"Wid": wid, "Restarts": restarts, "In": delay.as_secs_f64()}),
-                )
+                EventKind::Watch(WatchEvent::Respawned {
+                    wid,
+                    restarts,
+                    in_secs: delay.as_secs_f64(),
+                })
             }
             Note::Flapping { retries, until } => {
                 let pause = until.saturating_duration_since(self.clock.now());
                 warn!(op = "flapping", watch = %name, retries, ?pause, "flapping: paused");
-                EventKind::other(
-                    "flapping",
-                    json!({"State": "paused", "Retries": retries, "RetryIn": pause.as_secs_f64()}),
-                )
+                EventKind::Watch(WatchEvent::Flapping {
+                    retries,
+                    retry_in: Some(pause.as_secs_f64()),
+                })
             }
             Note::GaveUp { retries } => {
                 warn!(op = "flapping", watch = %name, retries, "flapping: no retry left, stopped");
-                EventKind::other("flapping", json!({"State": "stopped", "Retries": retries}))
+                EventKind::Watch(WatchEvent::Flapping {
+                    retries,
+                    retry_in: None,
+                })
             }
             Note::Resumed { retries } => {
                 info!(op = "resume", watch = %name, retries, "flapping pause over");
-                EventKind::other("resumed", json!({"Retries": retries}))
+                EventKind::Watch(WatchEvent::Resumed { retries })
             }
             Note::Recycled { wid, pid } => {
                 info!(op = "recycle", watch = %name, wid, pid, "MaxAge reached");
-                EventKind::other("recycled", json!({"Wid": wid, "Pid": pid}))
+                EventKind::Watch(WatchEvent::Recycled { wid, pid })
             }
         };
         self.report(event);
@@ -570,7 +574,9 @@ impl Shell {
         match cmd {
             Cmd::Ctl(action, tx) => {
                 info!(op = "watch", watch = %self.name, action = action.name(), "control");
-                self.report(EventKind::other("control", json!({"Action": action.name()})));
+                self.report(EventKind::Watch(WatchEvent::Control {
+                    action: action.name().into(),
+                }));
                 let actions = match action {
                     WatchAction::Start => self.policy.start(now),
                     WatchAction::Stop => self.policy.stop(now),
@@ -596,7 +602,7 @@ impl Shell {
                 }
                 let actions = if want != n {
                     info!(op = "numprocs", watch = %self.name, from = n, to = want, "scaling");
-                    self.report(EventKind::other("numprocs", json!({"From": n, "To": want})));
+                    self.report(EventKind::Watch(WatchEvent::NumProcs { from: n, to: want }));
                     self.spec.num_processes = want;
                     self.policy.set_numprocs(want, now)
                 } else {
@@ -808,12 +814,15 @@ mod tests {
         }
     }
 
-    /// A field of an `Other` event.
+    /// A field of an event, as its JSON line shows it.
     fn field(e: &EventKind, key: &str) -> serde_json::Value {
-        match e {
-            EventKind::Other { fields, .. } => serde_json::from_str::<serde_json::Value>(fields).unwrap()[key].clone(),
-            _ => serde_json::Value::Null,
-        }
+        let ev = circuit_proto::Event {
+            time: String::new(),
+            server: circuit_proto::ServerId(0),
+            path: circuit_proto::Path::root(),
+            kind: e.clone(),
+        };
+        ev.to_json()[key].clone()
     }
 
     fn ignores_term(pid: u32) -> bool {
