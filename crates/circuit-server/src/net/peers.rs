@@ -82,12 +82,18 @@ impl Peers {
 /// a cluster (after being alone), pulls the whole member list from the first
 /// member it meets: one announce only brings back as many members as fit in
 /// a datagram, and gossip would take long to tell the rest.
+/// Runs on the server's tracker until the server stops.
 pub fn forget_the_departed(state: Arc<State>) {
     let mut events = state.ctx.members.subscribe();
-    tokio::spawn(async move {
+    let (rt, tracker) = (state.ctx.rt.clone(), state.ctx.rt.tasks.clone());
+    tracker.spawn(async move {
         let mut pulled = false;
         loop {
-            match events.recv().await {
+            let next = tokio::select! {
+                e = events.recv() => e,
+                _ = state.ctx.rt.shutdown.cancelled() => return,
+            };
+            match next {
                 Ok(MemberEvent::Left(id)) => {
                     state.peers.forget(id);
                     if state.ctx.members.len() == 1 {
@@ -98,7 +104,7 @@ pub fn forget_the_departed(state: Arc<State>) {
                     pulled = true;
                     if let Some(node) = state.ctx.members.get(id) {
                         let state = state.clone();
-                        tokio::spawn(async move { pull(&state, &node).await });
+                        rt.tasks.spawn(async move { pull(&state, &node).await });
                     }
                 }
                 Ok(MemberEvent::Joined(_)) => {}

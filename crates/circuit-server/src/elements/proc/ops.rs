@@ -66,9 +66,16 @@ pub(crate) fn make(ctx: &Ctx, path: &Path, spec: ProcSpec) -> Response {
     }
     // Watches the process until it ends (scrubbed or not): logs the end,
     // reports it as an event and, with `Scrub`, removes the element.
+    // On the server's tracker; a process that outlives the server (it is
+    // abandoned at stop, as in the original) is not waited for.
     let (ctx, path) = (ctx.clone(), path.clone());
-    tokio::spawn(async move {
-        let Some(stat) = proc.ended().await else { return };
+    let rt = ctx.rt.clone();
+    rt.tasks.spawn(async move {
+        let ended = tokio::select! {
+            s = proc.ended() => s,
+            _ = ctx.rt.shutdown.cancelled() => return,
+        };
+        let Some(stat) = ended else { return };
         info!(op = "exit", %path, pid = proc.pid(), phase = %stat.phase, exit = ?stat.exit, "process ended");
         ctx.events.emit(
             &path,

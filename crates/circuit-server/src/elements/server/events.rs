@@ -34,12 +34,19 @@ pub const MERGE_CAPACITY: usize = 1024;
 const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reports joins and leaves on the bus, as events about `/X…` of the
-/// server that joined or left.
+/// server that joined or left. Runs on the server's tracker until it stops
+/// (the membership it listens to lives as long as the server, so waiting
+/// on it alone would never end).
 pub fn announce_members(ctx: Ctx) {
     let mut members = ctx.members.subscribe();
-    tokio::spawn(async move {
+    let rt = ctx.rt.clone();
+    rt.tasks.spawn(async move {
         loop {
-            match members.recv().await {
+            let next = tokio::select! {
+                m = members.recv() => m,
+                _ = ctx.rt.shutdown.cancelled() => return,
+            };
+            match next {
                 Ok(MemberEvent::Joined(id)) => ctx.events.emit(&Path::server(id), EventKind::Joined),
                 Ok(MemberEvent::Left(id)) => ctx.events.emit(&Path::server(id), EventKind::Left),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
