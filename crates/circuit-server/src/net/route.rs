@@ -99,18 +99,21 @@ async fn root(state: &Arc<State>, req: &Request) -> Response {
     }
 }
 
+/// This server's anchors at or below `path`. Each path is built once from
+/// its names (linear); a name the tree should never hold is left out and
+/// logged rather than taking the server down.
 fn list_local(state: &State, path: &Path, recursive: bool) -> Vec<Entry> {
     let listed = state.ns.lock().unwrap().list(path.names(), recursive);
     listed
         .into_iter()
-        .map(|(names, kind)| {
-            let path = names
-                .iter()
-                .try_fold(Path::server(state.id), |p, n| p.child(n))
-                .expect("names in the tree are valid");
-            Entry {
+        .filter_map(|(names, kind)| match Path::from_names(state.id, names) {
+            Ok(path) => Some(Entry {
                 path,
                 kind: kind.into(),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "anchor left out of a listing");
+                None
             }
         })
         .collect()
