@@ -124,12 +124,28 @@ struct RawPath {
 impl TryFrom<RawPath> for Path {
     type Error = PathError;
     fn try_from(raw: RawPath) -> Result<Path, PathError> {
-        match raw.server {
+        let checked = match raw.server {
             None if raw.names.is_empty() => Ok(Path::root()),
             None => Err(PathError::NoServer),
             Some(id) => Path::from_names(id, raw.names),
+        };
+        if let Err(e) = &checked {
+            REFUSED.with(|r| *r.borrow_mut() = Some(e.clone()));
         }
+        checked
     }
+}
+
+thread_local! {
+    /// The last path refused while decoding on this thread. postcard keeps
+    /// no message for a refusal, so [`crate::frame::decode`] looks here to
+    /// say which rule a path broke.
+    static REFUSED: std::cell::RefCell<Option<PathError>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Takes the last path refused while decoding on this thread (see `REFUSED`).
+pub(crate) fn take_refused() -> Option<PathError> {
+    REFUSED.with(|r| r.borrow_mut().take())
 }
 
 /// An absolute anchor path. The root `/` has no server; every other path

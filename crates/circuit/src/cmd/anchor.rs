@@ -11,12 +11,17 @@ pub fn parse_glob(arg: &str) -> Result<(Path, bool)> {
         Some(p) if p.ends_with('/') || p.is_empty() => (if p.is_empty() { "/" } else { p }, true),
         _ => (arg, false),
     };
-    Ok((path.parse().with_context(|| format!("bad path {arg:?}"))?, recursive))
+    Ok((
+        path.parse()
+            .with_context(|| format!("bad path {:?}", circuit_proto::path::shown(arg)))?,
+        recursive,
+    ))
 }
 
 /// Parses a plain path argument.
 pub fn parse_path(arg: &str) -> Result<Path> {
-    arg.parse().with_context(|| format!("bad path {arg:?}"))
+    arg.parse()
+        .with_context(|| format!("bad path {:?}", circuit_proto::path::shown(arg)))
 }
 
 /// Children before parents, siblings by name (`ls -depth`).
