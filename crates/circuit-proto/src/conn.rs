@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
-use crate::frame::{FrameError, read_frame, write_frame};
+use crate::frame::{FrameError, MAX_REQUEST, encode, read_frame, write_frame};
 use crate::msg::{Request, Response};
 use crate::secure::BoxIo;
 
@@ -201,15 +201,24 @@ pub enum CallError {
     Frame(#[from] FrameError),
 }
 
-/// Opens a stream, sends `req` and reads the response. The stream stays
-/// open for the bytes that follow a streaming request.
+/// Opens a stream, sends `req` and reads the response (of any size). The
+/// stream stays open for the bytes that follow a streaming request. A
+/// request over [`MAX_REQUEST`] is refused here, before it is sent.
 pub async fn call(control: &mut Control, req: &Request) -> Result<(Response, StreamHandle), CallError> {
+    let frame = encode(req)?;
+    if frame.len() - 4 > MAX_REQUEST {
+        return Err(FrameError::RequestTooLarge(frame.len() - 4).into());
+    }
     let mut stream = control.open_stream().await.map_err(|_| CallError::Closed)?;
     let lost = |e: FrameError| match e {
         FrameError::Eof | FrameError::Io(_) => CallError::Closed,
         e => e.into(),
     };
-    write_frame(&mut stream, req).await.map_err(lost)?;
+    let sent = async {
+        stream.write_all(&frame).await?;
+        stream.flush().await
+    };
+    sent.await.map_err(|e| lost(e.into()))?;
     let resp = read_frame(&mut stream).await.map_err(lost)?;
     Ok((resp, stream))
 }

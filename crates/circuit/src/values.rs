@@ -28,7 +28,8 @@ pub fn refused(e: &clap::Error) -> Option<&BadValue> {
 
 /// An anchor path argument: `/`, `/X…`, `/X…/a/b`.
 pub fn path(arg: &str) -> Result<Path, BadValue> {
-    arg.parse().map_err(|e| BadValue(format!("bad path {arg:?}: {e}")))
+    arg.parse()
+        .map_err(|e| BadValue(format!("bad path {:?}: {e}", circuit_proto::path::shown(arg))))
 }
 
 /// The argument of `ls`: a path, and whether a trailing `/...` asks for every
@@ -48,7 +49,9 @@ pub fn glob(arg: &str) -> Result<Glob, BadValue> {
         Some(p) if p.ends_with('/') || p.is_empty() => (if p.is_empty() { "/" } else { p }, true),
         _ => (arg, false),
     };
-    let path = p.parse().map_err(|e| BadValue(format!("bad path {arg:?}: {e}")))?;
+    let path = p
+        .parse()
+        .map_err(|e| BadValue(format!("bad path {:?}: {e}", circuit_proto::path::shown(arg))))?;
     Ok(Glob { path, recursive })
 }
 
@@ -57,7 +60,9 @@ pub fn glob(arg: &str) -> Result<Glob, BadValue> {
 pub fn scope(arg: &str) -> Result<Path, BadValue> {
     match arg.strip_suffix("/...").unwrap_or(arg) {
         "" => Ok(Path::root()),
-        p => p.parse().map_err(|e| BadValue(format!("bad path {arg:?}: {e}"))),
+        p => p
+            .parse()
+            .map_err(|e| BadValue(format!("bad path {:?}: {e}", circuit_proto::path::shown(arg)))),
     }
 }
 

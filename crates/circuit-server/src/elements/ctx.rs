@@ -42,17 +42,19 @@ impl Ctx {
     }
 
     /// The anchors below `path` (every descendant when `recursive`), with
-    /// their full paths.
+    /// their full paths. Each path is built once from its names (linear); a
+    /// name the tree should never hold is left out and logged rather than
+    /// taking the server down.
     pub fn list(&self, path: &Path, recursive: bool) -> Vec<Entry> {
         let listed = self.ns.lock().unwrap().list(path.names(), recursive);
         listed
             .into_iter()
-            .map(|(names, kind)| Entry {
-                path: names
-                    .iter()
-                    .try_fold(Path::server(self.id), |p, n| p.child(n))
-                    .expect("names in the tree are valid"),
-                kind,
+            .filter_map(|(names, kind)| match Path::from_names(self.id, names) {
+                Ok(path) => Some(Entry { path, kind }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "anchor left out of a listing");
+                    None
+                }
             })
             .collect()
     }

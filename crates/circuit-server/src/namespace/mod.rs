@@ -1,5 +1,9 @@
 //! This server's anchor tree. Anchors appear when an element is made below
 //! them and vanish once they hold no element and no children.
+//!
+//! Nothing here recurses (walks, listing, drop): paths from the wire are
+//! bounded (`circuit_proto::path::MAX_DEPTH`), but a tree walk must not
+//! depend on it to keep a runtime thread's stack safe.
 
 use std::collections::BTreeMap;
 
@@ -14,9 +18,13 @@ struct Node {
     children: BTreeMap<String, Node>,
 }
 
-impl Node {
-    fn is_empty(&self) -> bool {
-        self.element.is_none() && self.children.is_empty()
+impl Drop for Node {
+    /// Frees the subtree with a loop: the derived drop would recurse once per level.
+    fn drop(&mut self) {
+        let mut stack: Vec<Node> = std::mem::take(&mut self.children).into_values().collect();
+        while let Some(mut n) = stack.pop() {
+            stack.extend(std::mem::take(&mut n.children).into_values());
+        }
     }
 }
 
@@ -69,20 +77,36 @@ impl Namespace {
         Ok(())
     }
 
+    fn node_mut(&mut self, names: &[String]) -> Option<&mut Node> {
+        names
+            .iter()
+            .try_fold(&mut self.root, |n, name| n.children.get_mut(name))
+    }
+
     /// Takes the element at `names` out, pruning anchors left empty.
     pub fn remove(&mut self, names: &[String]) -> Option<Element> {
-        fn walk(node: &mut Node, names: &[String]) -> Option<Element> {
-            let Some((first, rest)) = names.split_first() else {
-                return node.element.take();
-            };
-            let child = node.children.get_mut(first)?;
-            let el = walk(child, rest);
-            if child.is_empty() {
-                node.children.remove(first);
+        let el = self.node_mut(names)?.element.take();
+        // Prune: the topmost anchor from which down to `names` each anchor
+        // holds nothing but the next one goes, with all below it.
+        let mut cut = None;
+        let mut node = &self.root;
+        for (depth, name) in names.iter().enumerate() {
+            node = &node.children[name];
+            let only_the_way_down = node.element.is_none()
+                && match names.get(depth + 1) {
+                    Some(next) => node.children.len() == 1 && node.children.contains_key(next),
+                    None => node.children.is_empty(),
+                };
+            match (only_the_way_down, cut) {
+                (true, None) => cut = Some(depth),
+                (false, _) => cut = None,
+                (true, Some(_)) => {}
             }
-            el
         }
-        let el = walk(&mut self.root, names);
+        if let Some(depth) = cut {
+            let parent = self.node_mut(&names[..depth]).expect("the anchor was just walked");
+            parent.children.remove(&names[depth]);
+        }
         if let Some(el) = &el {
             self.count -= 1;
             if let Some(bus) = &self.bus {
@@ -99,20 +123,26 @@ impl Namespace {
 
     /// Children of `names` in name order; with `recursive`, all descendants
     /// in pre-order. `None` if the anchor does not exist.
+    /// Each entry's names are built once: the cost is the size of the answer.
     pub fn list(&self, names: &[String], recursive: bool) -> Vec<Listed> {
-        fn walk(node: &Node, prefix: &mut Vec<String>, recursive: bool, out: &mut Vec<Listed>) {
-            for (name, child) in &node.children {
-                prefix.push(name.clone());
-                out.push((prefix.clone(), child.element.as_ref().map(|e| e.kind())));
-                if recursive {
-                    walk(child, prefix, recursive, out);
-                }
+        let mut out = Vec::new();
+        let Some(node) = self.node(names) else { return out };
+        let mut prefix = names.to_vec();
+        // One iterator per level being walked; `prefix` holds their names.
+        let mut levels = vec![node.children.iter()];
+        while let Some(level) = levels.last_mut() {
+            let Some((name, child)) = level.next() else {
+                levels.pop();
+                prefix.pop();
+                continue;
+            };
+            prefix.push(name.clone());
+            out.push((prefix.clone(), child.element.as_ref().map(|e| e.kind())));
+            if recursive {
+                levels.push(child.children.iter());
+            } else {
                 prefix.pop();
             }
-        }
-        let mut out = Vec::new();
-        if let Some(node) = self.node(names) {
-            walk(node, &mut names.to_vec(), recursive, &mut out);
         }
         out
     }
@@ -135,15 +165,12 @@ impl Namespace {
 
     /// Takes every element out (at shutdown).
     pub fn drain(&mut self) -> Vec<Element> {
-        fn walk(node: &mut Node, out: &mut Vec<Element>) {
-            out.extend(node.element.take());
-            for child in node.children.values_mut() {
-                walk(child, out);
-            }
-            node.children.clear();
+        let mut out: Vec<Element> = self.root.element.take().into_iter().collect();
+        let mut stack: Vec<Node> = std::mem::take(&mut self.root.children).into_values().collect();
+        while let Some(mut n) = stack.pop() {
+            out.extend(n.element.take());
+            stack.extend(std::mem::take(&mut n.children).into_values());
         }
-        let mut out = Vec::new();
-        walk(&mut self.root, &mut out);
         self.count = 0;
         out
     }
@@ -184,6 +211,60 @@ mod tests {
         assert!(ns.list(&[], true).is_empty());
         assert_eq!(ns.len(), 1);
         assert!(ns.get(&[]).is_some());
+    }
+
+    #[test]
+    fn prunes_only_what_is_left_empty() {
+        let mut ns = Namespace::default();
+        ns.insert(&names("a/b"), Element::Server).unwrap();
+        ns.insert(&names("a/b/c/d"), Element::Server).unwrap();
+        ns.insert(&names("a/x/y"), Element::Server).unwrap();
+        let all =
+            |ns: &Namespace| -> Vec<String> { ns.list(&[], true).into_iter().map(|(n, _)| n.join("/")).collect() };
+        assert!(
+            ns.remove(&names("a/b/c")).is_none(),
+            "an empty anchor holds nothing to remove"
+        );
+        assert_eq!(ns.list(&names("a/b/c"), false).len(), 1);
+        assert!(ns.remove(&names("a/b/c/d")).is_some());
+        assert_eq!(all(&ns), ["a", "a/b", "a/x", "a/x/y"]);
+        assert!(ns.remove(&names("a/b")).is_some());
+        assert_eq!(all(&ns), ["a", "a/x", "a/x/y"]);
+        ns.insert(&names("a"), Element::Server).unwrap();
+        assert!(ns.remove(&names("a/x/y")).is_some());
+        assert_eq!(all(&ns), ["a"]);
+        assert!(ns.remove(&names("a")).is_some());
+        assert!(all(&ns).is_empty());
+        assert_eq!(ns.len(), 0);
+    }
+
+    /// Far deeper than a path may be: every walk is a loop, not a recursion,
+    /// so nothing here can overflow a thread's stack (the test thread's is 2 MiB).
+    #[test]
+    fn deep_trees_never_recurse() {
+        let deep: Vec<String> = vec!["a".to_string(); 200_000];
+        let mut ns = Namespace::default();
+        ns.insert(&deep, Element::Server).unwrap();
+        ns.insert(&deep[..100_000], Element::Server).unwrap();
+        assert!(ns.get(&deep).is_some());
+        assert_eq!(ns.list(&deep[..199_999], false).len(), 1);
+        // Listing a deep chain costs the size of the answer, not its cube.
+        let chain: Vec<String> = vec!["b".to_string(); 2_000];
+        ns.insert(&chain, Element::Server).unwrap();
+        let listed = ns.list(&names("b"), true);
+        assert_eq!(listed.len(), 1_999);
+        assert_eq!(
+            (listed[1_998].0.len(), listed[1_998].1),
+            (2_000, Some(ElementKind::Server))
+        );
+        assert!(ns.remove(&deep).is_some());
+        assert!(ns.get(&deep[..100_000]).is_some());
+        assert!(ns.remove(&deep[..100_000]).is_some());
+        assert_eq!(ns.list(&[], false).len(), 1, "the whole a-chain is pruned");
+        ns.insert(&deep, Element::Server).unwrap();
+        assert_eq!(ns.drain().len(), 2);
+        ns.insert(&deep, Element::Server).unwrap();
+        drop(ns);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use circuit_proto::conn::{self, StreamHandle};
-use circuit_proto::frame::{FrameError, read_frame};
+use circuit_proto::frame::{self, FrameError, MAX_REQUEST};
 use circuit_proto::secure::server_handshake;
 use circuit_proto::{ErrorKind, Request, WireError};
 use tokio::net::TcpListener;
@@ -18,11 +18,74 @@ use tracing::{debug, info, warn};
 
 use crate::State;
 
-/// How long a client may take to send its request after opening a stream.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send its whole request after opening a stream.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes of unfinished requests one connection may hold at once.
+pub const CONN_BUDGET: usize = 1 << 20;
+
+/// Bytes of unfinished requests the whole server may hold at once.
+pub const SERVER_BUDGET: usize = 16 << 20;
+
+/// The least time between two log lines about refusals from one source.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs the first refusal from one source, then at most one line per
+/// [`WARN_EVERY`] with how many were refused meanwhile: a flood of refused
+/// streams never floods the log.
+#[derive(Default)]
+struct Warner {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    quiet: std::sync::atomic::AtomicU64,
+}
+
+impl Warner {
+    fn warn(&self, peer: SocketAddr, what: &str) {
+        let mut last = self.last.lock().unwrap();
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+            self.quiet.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        *last = Some(now);
+        let also = self.quiet.swap(0, std::sync::atomic::Ordering::Relaxed);
+        warn!(%peer, refused_since_last_line = also, "request refused: {what}");
+    }
+}
+
+/// The bytes that requests being read may hold: the server's, shared by
+/// every connection, and one connection's.
+#[derive(Clone)]
+struct Budget {
+    server: Arc<tokio::sync::Semaphore>,
+    server_warn: Arc<Warner>,
+    conn: Arc<tokio::sync::Semaphore>,
+    conn_warn: Arc<Warner>,
+}
+
+impl Budget {
+    fn for_server() -> Budget {
+        Budget {
+            server: Arc::new(tokio::sync::Semaphore::new(SERVER_BUDGET)),
+            server_warn: Arc::default(),
+            conn: Arc::new(tokio::sync::Semaphore::new(0)),
+            conn_warn: Arc::default(),
+        }
+    }
+
+    /// The same server budget, with a fresh one for a new connection.
+    fn for_connection(&self) -> Budget {
+        Budget {
+            conn: Arc::new(tokio::sync::Semaphore::new(CONN_BUDGET)),
+            conn_warn: Arc::default(),
+            ..self.clone()
+        }
+    }
+}
 
 /// Accepts connections until the listener fails.
 pub async fn serve(state: Arc<State>, listener: TcpListener) {
+    let budget = Budget::for_server();
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -34,6 +97,7 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
             }
         };
         let state = state.clone();
+        let budget = budget.for_connection();
         tokio::spawn(async move {
             let io = match server_handshake(tcp, state.config.key.as_ref()).await {
                 Ok(io) => io,
@@ -45,25 +109,87 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
             debug!(%peer, "connection open");
             let mut incoming = conn::server(io);
             while let Some(stream) = incoming.next().await {
-                tokio::spawn(handle(state.clone(), peer, stream));
+                tokio::spawn(handle(state.clone(), peer, stream, budget.clone()));
             }
             debug!(%peer, "connection closed");
         });
     }
 }
 
+/// Why a request was not read.
+enum Unread {
+    /// The stream ended before a request began: nothing to say.
+    Gone,
+    /// A limit refused it: the error to answer, and who logs it.
+    Limit(WireError, Arc<Warner>),
+    /// Malformed bytes.
+    Bad(FrameError),
+}
+
+/// Reads one request frame within the budgets: its length word is checked
+/// against [`MAX_REQUEST`], and the bytes it announces are taken from the
+/// connection's and the server's budgets until the request is decoded.
+async fn read_request(stream: &mut StreamHandle, budget: &Budget) -> Result<Request, Unread> {
+    let (n, more) = match frame::read_word(stream).await {
+        Ok(w) => w,
+        Err(FrameError::Eof) => return Err(Unread::Gone),
+        Err(FrameError::TooLarge(n)) => (n, true),
+        Err(e) => return Err(Unread::Bad(e)),
+    };
+    if more || n > MAX_REQUEST {
+        let e = FrameError::RequestTooLarge(if more { n.max(MAX_REQUEST + 1) } else { n });
+        let why = WireError::new(ErrorKind::Invalid, format!("request refused: {e}"));
+        return Err(Unread::Limit(why, budget.conn_warn.clone()));
+    }
+    let permits = n as u32;
+    let _conn = budget.conn.try_acquire_many(permits).map_err(|_| {
+        let why = format!(
+            "request refused: this connection's unfinished requests would pass the per-connection limit of {} MiB",
+            CONN_BUDGET >> 20
+        );
+        Unread::Limit(WireError::new(ErrorKind::Busy, why), budget.conn_warn.clone())
+    })?;
+    let _server = budget.server.try_acquire_many(permits).map_err(|_| {
+        let why = format!(
+            "request refused: unfinished requests would pass the per-server limit of {} MiB; try again",
+            SERVER_BUDGET >> 20
+        );
+        Unread::Limit(WireError::new(ErrorKind::Busy, why), budget.server_warn.clone())
+    })?;
+    let mut body = Vec::new();
+    frame::read_body(stream, n, &mut body).await.map_err(|e| match e {
+        FrameError::Eof => Unread::Gone,
+        e => Unread::Bad(e),
+    })?;
+    frame::decode(&body).map_err(Unread::Bad)
+}
+
 /// Reads one request, logs it, and routes it.
-async fn handle(state: Arc<State>, peer: SocketAddr, mut stream: StreamHandle) {
-    let req: Request = match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream)).await {
-        Err(_) => return,
-        Ok(Err(FrameError::Eof)) => return,
-        Ok(Err(e)) => {
-            warn!(%peer, error = %e, "bad request");
-            let err = WireError::new(ErrorKind::Invalid, format!("bad request: {e}"));
+async fn handle(state: Arc<State>, peer: SocketAddr, mut stream: StreamHandle, budget: Budget) {
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream, &budget)).await;
+    let refused = |why: String| WireError::new(ErrorKind::Invalid, why);
+    let req = match read {
+        Ok(Ok(req)) => req,
+        Ok(Err(Unread::Gone)) => return,
+        Err(_) => {
+            let why = format!(
+                "request refused: not whole within {} s (the request deadline)",
+                REQUEST_TIMEOUT.as_secs()
+            );
+            budget.conn_warn.warn(peer, &why);
+            let _ = conn::respond(&mut stream, &Err(refused(why))).await;
+            return;
+        }
+        Ok(Err(Unread::Limit(err, warner))) => {
+            warner.warn(peer, &err.message);
             let _ = conn::respond(&mut stream, &Err(err)).await;
             return;
         }
-        Ok(Ok(req)) => req,
+        Ok(Err(Unread::Bad(e))) => {
+            warn!(%peer, error = %e, "bad request");
+            let _ = conn::respond(&mut stream, &Err(refused(format!("bad request: {e}")))).await;
+            return;
+        }
     };
     info!(%peer, op = req.verb(), path = %req.path(), "request");
     if req.op.may_wait() {

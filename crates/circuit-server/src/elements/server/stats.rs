@@ -20,11 +20,9 @@ fn elements_under(ctx: &Ctx, path: &Path) -> Vec<(Path, crate::elements::Element
         .into_iter()
         .collect();
     for (names, _) in ns.list(path.names(), true) {
-        if let Some(el) = ns.get(&names) {
-            let p = names
-                .iter()
-                .try_fold(Path::server(ctx.id), |p, n| p.child(n))
-                .expect("names in the tree are valid");
+        if let Some(el) = ns.get(&names)
+            && let Ok(p) = Path::from_names(ctx.id, names)
+        {
             out.push((p, el));
         }
     }
