@@ -412,7 +412,8 @@ pub enum ErrorKind {
 pub struct WireError {
     /// The class of the failure.
     pub kind: ErrorKind,
-    /// The path the failure is about, if any.
+    /// The path the failure is about, when the message names it (a client
+    /// prefixes the path itself to a message that does not).
     pub path: Option<Path>,
     /// One line for a human, naming the path and the cause.
     pub message: String,
@@ -428,7 +429,7 @@ impl WireError {
         }
     }
 
-    /// A new error of `kind` about `path`; the message should name it.
+    /// A new error of `kind` about `path`; the message must name it.
     pub fn at(kind: ErrorKind, path: &Path, message: impl Into<String>) -> WireError {
         WireError {
             kind,

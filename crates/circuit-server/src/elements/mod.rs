@@ -262,7 +262,7 @@ pub fn make(ctx: &Ctx, path: &Path, op: Op) -> Response {
         op => Err(WireError::at(
             ErrorKind::Invalid,
             path,
-            format!("{} does not make an element", op.verb()),
+            format!("{}: {} does not make an element", path, op.verb()),
         )),
     }
 }

@@ -30,26 +30,36 @@ pub const SERVER_BUDGET: usize = 16 << 20;
 /// The least time between two log lines about refusals from one source.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// Logs the first refusal from one source, then at most one line per
-/// [`WARN_EVERY`] with how many were refused meanwhile: a flood of refused
-/// streams never floods the log.
+/// The limits a request can meet, each logged on its own.
+#[derive(Clone, Copy)]
+enum Limit {
+    Size = 0,
+    Connection = 1,
+    Server = 2,
+    Deadline = 3,
+}
+
+/// Logs the first refusal of each limit from one source, then at most one
+/// line per limit and [`WARN_EVERY`] with how many were refused meanwhile: a
+/// flood of refused streams never floods the log, and no limit hides another.
 #[derive(Default)]
 struct Warner {
-    last: std::sync::Mutex<Option<std::time::Instant>>,
-    quiet: std::sync::atomic::AtomicU64,
+    /// Per limit: when it was last logged, and refusals since.
+    last: std::sync::Mutex<[(Option<std::time::Instant>, u64); 4]>,
 }
 
 impl Warner {
-    fn warn(&self, peer: SocketAddr, what: &str) {
-        let mut last = self.last.lock().unwrap();
+    fn warn(&self, peer: SocketAddr, limit: Limit, what: &str) {
+        let mut all = self.last.lock().unwrap();
+        let (last, quiet) = &mut all[limit as usize];
         let now = std::time::Instant::now();
         if last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
-            self.quiet.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *quiet += 1;
             return;
         }
         *last = Some(now);
-        let also = self.quiet.swap(0, std::sync::atomic::Ordering::Relaxed);
-        warn!(%peer, refused_since_last_line = also, "request refused: {what}");
+        let also = std::mem::take(quiet);
+        warn!(%peer, refused_since_last_line = also, "{what}");
     }
 }
 
@@ -121,7 +131,7 @@ enum Unread {
     /// The stream ended before a request began: nothing to say.
     Gone,
     /// A limit refused it: the error to answer, and who logs it.
-    Limit(WireError, Arc<Warner>),
+    Limit(WireError, Arc<Warner>, Limit),
     /// Malformed bytes.
     Bad(FrameError),
 }
@@ -139,7 +149,7 @@ async fn read_request(stream: &mut StreamHandle, budget: &Budget) -> Result<Requ
     if more || n > MAX_REQUEST {
         let e = FrameError::RequestTooLarge(if more { n.max(MAX_REQUEST + 1) } else { n });
         let why = WireError::new(ErrorKind::Invalid, format!("request refused: {e}"));
-        return Err(Unread::Limit(why, budget.conn_warn.clone()));
+        return Err(Unread::Limit(why, budget.conn_warn.clone(), Limit::Size));
     }
     let permits = n as u32;
     let _conn = budget.conn.try_acquire_many(permits).map_err(|_| {
@@ -147,14 +157,22 @@ async fn read_request(stream: &mut StreamHandle, budget: &Budget) -> Result<Requ
             "request refused: this connection's unfinished requests would pass the per-connection limit of {} MiB",
             CONN_BUDGET >> 20
         );
-        Unread::Limit(WireError::new(ErrorKind::Busy, why), budget.conn_warn.clone())
+        Unread::Limit(
+            WireError::new(ErrorKind::Busy, why),
+            budget.conn_warn.clone(),
+            Limit::Connection,
+        )
     })?;
     let _server = budget.server.try_acquire_many(permits).map_err(|_| {
         let why = format!(
             "request refused: unfinished requests would pass the per-server limit of {} MiB; try again",
             SERVER_BUDGET >> 20
         );
-        Unread::Limit(WireError::new(ErrorKind::Busy, why), budget.server_warn.clone())
+        Unread::Limit(
+            WireError::new(ErrorKind::Busy, why),
+            budget.server_warn.clone(),
+            Limit::Server,
+        )
     })?;
     let mut body = Vec::new();
     frame::read_body(stream, n, &mut body).await.map_err(|e| match e {
@@ -176,12 +194,12 @@ async fn handle(state: Arc<State>, peer: SocketAddr, mut stream: StreamHandle, b
                 "request refused: not whole within {} s (the request deadline)",
                 REQUEST_TIMEOUT.as_secs()
             );
-            budget.conn_warn.warn(peer, &why);
+            budget.conn_warn.warn(peer, Limit::Deadline, &why);
             let _ = conn::respond(&mut stream, &Err(refused(why))).await;
             return;
         }
-        Ok(Err(Unread::Limit(err, warner))) => {
-            warner.warn(peer, &err.message);
+        Ok(Err(Unread::Limit(err, warner, limit))) => {
+            warner.warn(peer, limit, &err.message);
             let _ = conn::respond(&mut stream, &Err(err)).await;
             return;
         }

@@ -32,9 +32,8 @@ pub async fn route(state: Arc<State>, req: Request, mut stream: StreamHandle) {
 
 /// The error for a path on a server that is not a member.
 pub fn no_server(id: ServerId) -> WireError {
-    WireError::at(
+    WireError::new(
         ErrorKind::NoServer,
-        &Path::server(id),
         format!("server {id} is not in the cluster (see `circuit ls /`)"),
     )
 }

@@ -116,7 +116,7 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 /// name the path already, others get it added (`mkproc /X…/a: …`).
 pub fn failed(verb: &str, path: &Path, e: circuit_client::Error) -> anyhow::Error {
     match &e {
-        circuit_client::Error::Remote(w) if w.message.contains(&path.to_string()) => {
+        circuit_client::Error::Remote(w) if w.path.as_ref() == Some(path) => {
             anyhow::anyhow!("{verb}: {}", w.message)
         }
         _ => anyhow::anyhow!("{verb} {path}: {e}"),

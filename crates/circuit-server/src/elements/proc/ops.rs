@@ -58,7 +58,7 @@ pub(crate) fn make(ctx: &Ctx, path: &Path, spec: ProcSpec) -> Response {
     })?;
     if let Some(err) = proc.spawn_error() {
         warn!(op = "mkproc", %path, cmd = %spec.path, error = %err, kept = !spec.scrub, "cannot start");
-        return Err(WireError::at(ErrorKind::Io, path, err));
+        return Err(WireError::new(ErrorKind::Io, err));
     }
     info!(op = "mkproc", %path, cmd = %spec.path, args = ?spec.args, pid = proc.pid(), scrub = spec.scrub, "started");
     if let Some(pid) = proc.pid() {
