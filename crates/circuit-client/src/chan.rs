@@ -446,9 +446,9 @@ impl AsyncRead for ChanReader {
                     if buf.remaining() == 0 {
                         return Poll::Ready(Ok(()));
                     }
-                    let mut tmp = [0u8; 16 * 1024];
-                    let k = left.min(buf.remaining()).min(tmp.len());
-                    let mut rb = ReadBuf::new(&mut tmp[..k]);
+                    // Straight into the caller's buffer, at most to the chunk's end.
+                    let k = left.min(buf.remaining());
+                    let mut rb = ReadBuf::new(buf.initialize_unfilled_to(k));
                     if let Err(e) = ready!(Pin::new(&mut this.stream).poll_read(cx, &mut rb)) {
                         return Poll::Ready(Err(this.fail(e)));
                     }
@@ -456,7 +456,7 @@ impl AsyncRead for ChanReader {
                     if got == 0 {
                         return Poll::Ready(Err(this.fail(cut_short())));
                     }
-                    buf.put_slice(rb.filled());
+                    buf.advance(got);
                     this.state = if got == left {
                         ReaderState::Header
                     } else {

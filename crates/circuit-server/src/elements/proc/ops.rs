@@ -152,11 +152,12 @@ async fn read_out(proc: &Proc, path: &Path, which: &'static str, stream: &mut St
 /// tells the client its output was cut short.
 async fn copy_out(proc: &Proc, path: &Path, lease: &mut OutLease, stream: &mut StreamHandle) -> (u64, &'static str) {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut buf = vec![0u8; PIPE_SIZE];
+    // Read after a 4-byte gap for the chunk's length word: one write per chunk, no copy.
+    let mut buf = vec![0u8; 4 + PIPE_SIZE];
     let mut total = 0u64;
     loop {
         let n = tokio::select! {
-            r = lease.reader().read(&mut buf) => match r {
+            r = lease.reader().read(&mut buf[4..]) => match r {
                 Ok(0) => {
                     let _ = chunk::write_end(&mut wr).await;
                     return (total, "end of file");
@@ -174,8 +175,9 @@ async fn copy_out(proc: &Proc, path: &Path, lease: &mut OutLease, stream: &mut S
                 return (total, "scrubbed");
             }
         };
+        buf[..4].copy_from_slice(&chunk::header(n));
         tokio::select! {
-            r = chunk::write_data(&mut wr, &buf[..n]) => if r.is_err() { return (total, "client left") },
+            r = wr.write_all(&buf[..4 + n]) => if r.is_err() { return (total, "client left") },
             _ = gone(&mut rd) => return (total, "client left"),
             _ = proc.scrubbed() => return (total, "scrubbed"),
         }
