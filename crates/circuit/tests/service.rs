@@ -377,6 +377,17 @@ fn the_units_command_line_runs_a_server_clients_find() {
     let status = srv.wait_exit(Duration::from_secs(20)).expect("the server did not stop");
     assert!(status.success(), "{status:?}: {}", srv.log());
     assert!(!url_file.exists(), "the URL file outlived the server");
+    // The first one too, cleanly, so it leaves no state directory behind.
+    ok(run_cli(
+        &["stop", "-d", &first.url, "--hmac", hmac, &first.id],
+        b"",
+        &[],
+    ));
+    let mut first = first;
+    assert!(
+        first.wait_exit(Duration::from_secs(20)).is_some(),
+        "the first server did not stop"
+    );
 }
 
 #[test]
