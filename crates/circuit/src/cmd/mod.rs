@@ -8,6 +8,7 @@ pub mod config;
 pub mod keygen;
 pub mod observe;
 pub mod proc;
+pub mod service;
 pub mod start;
 pub mod subscription;
 pub mod top;
@@ -27,6 +28,10 @@ pub enum Cmd {
     Start(start::Args),
     /// Print a new random cluster key (use it with -hmac FILE)
     Keygen(keygen::Args),
+    /// Print a shell completion script for SHELL (bash, zsh, fish, elvish, powershell) on stdout
+    Completions(service::Completions),
+    /// Write man pages for circuit and each of its commands into DIR; prints each file written
+    Manpages(service::Manpages),
     /// The commands that talk to a server.
     #[command(flatten)]
     Client(ClientCmd),
@@ -71,6 +76,8 @@ impl Cmd {
         match self {
             Cmd::Start(args) => args.run(&dial),
             Cmd::Keygen(args) => args.run(),
+            Cmd::Completions(args) => args.run(),
+            Cmd::Manpages(args) => args.run(),
             Cmd::Client(cmd) => {
                 if let ClientCmd::Proc(c) = &cmd {
                     c.check();

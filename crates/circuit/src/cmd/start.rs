@@ -41,6 +41,9 @@ pub struct Args {
     /// TOML file of elements to make at boot ([watch.NAME], [chan.NAME]); `reloadconfig` reads it again
     #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Also write the URL to FILE (replaced whole; removed at a clean stop), for clients' $CIRCUIT
+    #[arg(long = "url-file", value_name = "FILE")]
+    pub url_file: Option<PathBuf>,
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr> {
@@ -128,11 +131,36 @@ fn serve(args: Args, net: &DialArgs) -> Result<()> {
     rt.block_on(async {
         let server = Server::bind(config).await?;
         server.boot_config().map_err(anyhow::Error::msg)?;
+        // The file first: whoever reads the URL on stdout finds the file written.
+        let url = server.url().to_string();
+        if let Some(file) = &args.url_file {
+            write_url(file, &url)?;
+        }
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", server.url())?;
+        writeln!(out, "{url}")?;
         out.flush()?;
         drop(out);
         server.run().await?;
+        if let Some(file) = &args.url_file {
+            // Only our own URL: another server may have taken the file since.
+            if std::fs::read_to_string(file).is_ok_and(|s| s.trim() == url) {
+                let _ = std::fs::remove_file(file);
+            }
+        }
         anyhow::Ok(())
     })
+}
+
+/// Writes `url` to `file` whole: into a file beside it, then renamed over it,
+/// so a client never reads half a URL.
+fn write_url(file: &std::path::Path, url: &str) -> Result<()> {
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{url}\n"))
+        .and_then(|()| std::fs::rename(&tmp, file))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::anyhow!("--url-file {}: {e}", file.display())
+        })
 }
