@@ -37,6 +37,8 @@ pub enum KeyError {
     Base64(String),
     #[error("key file {0} holds a key of {1} bytes; at least 16 are needed (make one with `circuit keygen > FILE`)")]
     Short(String, usize),
+    #[error("key file {0} holds only zero bytes, which anyone could guess (make one with `circuit keygen > FILE`)")]
+    Zero(String),
 }
 
 impl Key {
@@ -49,6 +51,9 @@ impl Key {
 
     /// Decodes a key from base64 text; `origin` names it in errors.
     pub fn from_base64(text: &str, origin: &str) -> Result<Key, KeyError> {
+        if !text.is_empty() && text.bytes().all(|b| b == 0) {
+            return Err(KeyError::Zero(origin.to_string()));
+        }
         let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
         let secret = B64
             .decode(clean.as_bytes())
@@ -56,16 +61,25 @@ impl Key {
         if secret.len() < 16 {
             return Err(KeyError::Short(origin.to_string(), secret.len()));
         }
+        if secret.iter().all(|&b| b == 0) {
+            return Err(KeyError::Zero(origin.to_string()));
+        }
         Ok(Key { secret })
     }
 
     /// Reads a key file.
     pub fn load(path: &std::path::Path) -> Result<Key, KeyError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|err| KeyError::Read {
+        let bytes = std::fs::read(path).map_err(|err| KeyError::Read {
             path: shown.clone(),
             err,
         })?;
+        // A file of raw zero bytes (say, cut from /dev/zero) is refused as
+        // such, not as text that is not base64.
+        if !bytes.is_empty() && bytes.iter().all(|&b| b == 0) {
+            return Err(KeyError::Zero(shown));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| KeyError::Base64(shown.clone()))?;
         Key::from_base64(&text, &shown)
     }
 
@@ -338,9 +352,38 @@ mod tests {
     fn keys() {
         assert!(matches!(Key::from_base64("!!!", "f"), Err(KeyError::Base64(_))));
         assert!(matches!(Key::from_base64("AAAA", "f"), Err(KeyError::Short(..))));
+        assert!(matches!(Key::from_base64("", "f"), Err(KeyError::Short(_, 0))));
+        // 15 random-looking bytes are too short; 32 zero bytes are refused as guessable.
+        assert!(matches!(
+            Key::from_base64("AQIDBAUGBwgJCgsMDQ4P", "f"),
+            Err(KeyError::Short(_, 15))
+        ));
+        let zeros = B64.encode([0u8; 32]);
+        let e = Key::from_base64(&zeros, "f").unwrap_err();
+        assert!(matches!(e, KeyError::Zero(_)), "{e}");
+        assert!(e.to_string().contains("only zero bytes"), "{e}");
         let text = Key::generate();
         assert_eq!(text.len(), 44);
         let k = Key::from_base64(&format!("{text}\n"), "f").unwrap();
         assert_ne!(k.derive("a"), k.derive("b"));
+    }
+
+    #[test]
+    fn weak_key_files_are_refused() {
+        let dir = std::env::temp_dir().join(format!("circuit-keytest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let raw = dir.join("raw-zeros");
+        std::fs::write(&raw, [0u8; 32]).unwrap();
+        let text = dir.join("b64-zeros");
+        std::fs::write(&text, format!("{}\n", B64.encode([0u8; 32]))).unwrap();
+        let short = dir.join("short");
+        std::fs::write(&short, B64.encode([7u8; 8])).unwrap();
+        let raw_err = Key::load(&raw).unwrap_err();
+        let text_err = Key::load(&text).unwrap_err();
+        let short_err = Key::load(&short).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(raw_err, KeyError::Zero(_)), "{raw_err}");
+        assert!(matches!(text_err, KeyError::Zero(_)), "{text_err}");
+        assert!(matches!(short_err, KeyError::Short(_, 8)), "{short_err}");
     }
 }
