@@ -6,8 +6,10 @@
 //! holds up the others: it only stops its own sender.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -94,15 +96,50 @@ impl AsyncWrite for StreamHandle {
     }
 }
 
-/// Streams the other end opens, as they arrive.
+/// Streams the other end opens, as they arrive. Dropping it closes the
+/// connection (streams already handed out keep it open until they end).
 pub struct Incoming {
     rx: mpsc::UnboundedReceiver<StreamHandle>,
+    ended: Arc<OnceLock<MuxError>>,
+    _close: oneshot::Sender<()>,
 }
 
 impl Incoming {
     /// The next stream; `None` once the connection is gone.
     pub async fn next(&mut self) -> Option<StreamHandle> {
         self.rx.recv().await
+    }
+
+    /// Once [`next`](Self::next) has answered `None`: the protocol error the
+    /// other end made, if that is why the connection ended. A peer that
+    /// closes or resets its socket made none.
+    pub fn protocol_error(&self) -> Option<&MuxError> {
+        self.ended.get()
+    }
+}
+
+/// A multiplexer protocol error the other end made: what the server saw.
+#[derive(Debug, Clone)]
+pub struct MuxError(String);
+
+impl std::fmt::Display for MuxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl MuxError {
+    /// The error, if it is one of protocol (not a socket closed or reset).
+    fn of(e: &yamux::ConnectionError) -> Option<MuxError> {
+        use yamux::ConnectionError as E;
+        match e {
+            E::Io(_) | E::Closed => None,
+            E::Decode(d) => Some(MuxError(format!("undecodable multiplexer frame: {d}"))),
+            E::TooManyStreams => Some(MuxError(format!("more than {MAX_STREAMS} streams open at once"))),
+            E::NoMoreStreamIds => Some(MuxError("stream ids used up".into())),
+            E::InvalidWindowUpdate => Some(MuxError("a window update past the flow-control window".into())),
+            other => Some(MuxError(other.to_string())),
+        }
     }
 }
 
@@ -128,9 +165,36 @@ pub fn client(io: BoxIo) -> Control {
 pub fn server(io: BoxIo) -> Incoming {
     let (tx, rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (close_tx, close_rx) = oneshot::channel();
+    let ended = Arc::new(OnceLock::new());
     let conn = yamux::Connection::new(buffered(io).compat(), mux_config(), yamux::Mode::Server);
-    tokio::spawn(drive(conn, rx, Some((in_tx, Control { tx }))));
-    Incoming { rx: in_rx }
+    let inbound = Inbound {
+        tx: in_tx,
+        ctl: Control { tx },
+        closed: close_rx,
+        closing: false,
+        ended: ended.clone(),
+    };
+    tokio::spawn(drive(conn, rx, Some(inbound)));
+    Incoming {
+        rx: in_rx,
+        ended,
+        _close: close_tx,
+    }
+}
+
+/// The accepting side's ends of a connection's driver.
+struct Inbound {
+    /// Where new streams go.
+    tx: mpsc::UnboundedSender<StreamHandle>,
+    /// What each stream handed out holds to keep the connection.
+    ctl: Control,
+    /// Ready once the [`Incoming`] is dropped: the connection closes.
+    closed: oneshot::Receiver<()>,
+    /// Set once `closed` was ready (a oneshot is polled to completion once).
+    closing: bool,
+    /// The protocol error the connection ended on, if any.
+    ended: Arc<OnceLock<MuxError>>,
 }
 
 /// Moves the connection's bytes: opens requested streams, hands out
@@ -138,7 +202,7 @@ pub fn server(io: BoxIo) -> Incoming {
 async fn drive(
     mut conn: yamux::Connection<Compat<Socket>>,
     mut opens: mpsc::UnboundedReceiver<Opener>,
-    inbound: Option<(mpsc::UnboundedSender<StreamHandle>, Control)>,
+    mut inbound: Option<Inbound>,
 ) {
     let mut pending: VecDeque<Opener> = VecDeque::new();
     let mut unused = false;
@@ -174,17 +238,30 @@ async fn drive(
         if unused && inbound.is_none() && pending.is_empty() {
             return conn.poll_close(cx).map(|_| ());
         }
+        if let Some(inb) = &mut inbound
+            && (inb.closing || Pin::new(&mut inb.closed).poll(cx).is_ready())
+        {
+            inb.closing = true;
+            // The server let the connection go (idle, or stopping).
+            return conn.poll_close(cx).map(|_| ());
+        }
         loop {
             match conn.poll_next_inbound(cx) {
                 Poll::Ready(Some(Ok(s))) => {
-                    if let Some((tx, ctl)) = &inbound {
-                        let _ = tx.send(StreamHandle {
+                    if let Some(inb) = &inbound {
+                        let _ = inb.tx.send(StreamHandle {
                             inner: s.compat(),
-                            _conn: ctl.clone(),
+                            _conn: inb.ctl.clone(),
                         });
                     }
                 }
-                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Ready(Some(Err(e))) => {
+                    if let (Some(inb), Some(err)) = (&inbound, MuxError::of(&e)) {
+                        let _ = inb.ended.set(err);
+                    }
+                    return Poll::Ready(());
+                }
+                Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }
         }

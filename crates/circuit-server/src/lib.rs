@@ -41,7 +41,19 @@ pub struct Config {
     pub join: Option<CircuitUrl>,
     /// Elements to make at boot and on `reloadconfig` (see [`config`]).
     pub config_file: Option<config::ConfigFile>,
+    /// A client connection carrying no stream this long is closed
+    /// ([`DEFAULT_IDLE_TIMEOUT`]).
+    pub idle_timeout: Duration,
+    /// The most connections one client address may hold open
+    /// ([`DEFAULT_MAX_CONNS_PER_ADDR`]); more are closed as they come.
+    pub max_conns_per_addr: usize,
 }
+
+/// How long a connection may carry no stream before the server closes it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How many connections one client address may hold open at once.
+pub const DEFAULT_MAX_CONNS_PER_ADDR: usize = 256;
 
 /// What every session shares: the elements' context, and what only the
 /// server itself uses (its stop signal, configuration, peer connections).
@@ -159,6 +171,8 @@ impl Server {
             config,
             peers,
         });
+        // Last, so a server that cannot start says one line only.
+        raise_fd_limit();
         Ok(Server { state, listener, var })
     }
 
@@ -202,6 +216,32 @@ impl Server {
         drop(self.var);
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (as Go's runtime does), so
+/// a burst of connections meets the limit the administrator set, not the
+/// historical default of 1,024; logs the figure.
+fn raise_fd_limit() {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let mut target = hard;
+    if hard == RLIM_INFINITY {
+        // Linux refuses more than fs.nr_open descriptors whatever the limit says.
+        target = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(soft);
+    }
+    if target > soft {
+        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            Ok(()) => info!(from = soft, to = target, "raised the open-file limit"),
+            Err(e) => warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        }
+    } else {
+        info!(open_files = soft, "open-file limit");
     }
 }
 
@@ -274,6 +314,10 @@ impl VarDir {
     fn lock(path: Option<PathBuf>, id: ServerId) -> Result<VarDir, StartError> {
         use std::os::unix::fs::DirBuilderExt;
         let owned = path.is_none();
+        if owned {
+            // Off the start path: thousands of them take seconds to remove.
+            tokio::task::spawn_blocking(|| sweep_stale_dirs(&std::env::temp_dir()));
+        }
         let path = path.unwrap_or_else(|| std::env::temp_dir().join(format!("circuit-{id}-P{}", std::process::id())));
         let err = |err: String| StartError::Var {
             path: path.display().to_string(),
@@ -298,6 +342,63 @@ impl VarDir {
             owned,
         })
     }
+}
+
+/// Removes the default state directories (`circuit-X<id>-P<pid>`) that
+/// servers killed before their clean exit left in `tmp`: those whose lock is
+/// free and whose process is gone (or that are older than a minute, should
+/// the pid have been reused). A directory a server is creating right now is
+/// younger than that and its pid alive, so it is never taken.
+fn sweep_stale_dirs(tmp: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    let mut removed = 0u32;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = stale_name_pid(&name.to_string_lossy()) else {
+            continue;
+        };
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let alive =
+            pid == std::process::id() as i32 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        let old = meta.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or_default() > Duration::from_secs(60);
+        if alive && !old {
+            continue;
+        }
+        // Held by a running server: its lock says so, whatever its pid.
+        let lock = std::fs::OpenOptions::new().write(true).open(path.join(".lock"));
+        let _held = match lock {
+            Ok(f) => match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(l) => Some(l),
+                Err(_) => continue,
+            },
+            Err(_) => None,
+        };
+        if std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        info!(removed, dir = %tmp.display(), "removed state directories of servers that were killed");
+    }
+}
+
+/// The pid in a default state directory's name, `circuit-X<16 hex>-P<pid>`.
+fn stale_name_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("circuit-X")?;
+    let (id, pid) = rest.split_once("-P")?;
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 impl Drop for VarDir {

@@ -101,6 +101,8 @@ pub struct Driver {
     alone_every: Duration,
     out: VecDeque<Output>,
     errors: u64,
+    /// Set by [`Driver::leave`]: being down is then what we asked for.
+    left: bool,
 }
 
 impl Driver {
@@ -122,6 +124,7 @@ impl Driver {
             alone_every: ALONE_FIRST,
             out: VecDeque::new(),
             errors: 0,
+            left: false,
         }
     }
 
@@ -232,6 +235,7 @@ impl Driver {
     /// Tells the cluster this member leaves; send what [`Driver::poll_output`]
     /// then gives, and stop driving it.
     pub fn leave(&mut self, now: Instant) {
+        self.left = true;
         let r = self.swim.leave_cluster(&mut self.rt);
         self.check(r, "leaving");
         self.flush(now);
@@ -292,6 +296,7 @@ impl Driver {
                     );
                     self.me = me;
                 }
+                OwnedNotification::Defunct if self.left => debug!("left the cluster"),
                 OwnedNotification::Defunct => warn!("declared down by the cluster and cannot rejoin"),
             }
         }

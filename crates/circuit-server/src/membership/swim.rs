@@ -150,6 +150,7 @@ impl Task {
     async fn run(mut self, mut driver: Driver, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
         let mut buf = vec![0u8; MAX_DATAGRAM + 64];
         let mut gbuf = vec![0u8; MAX_DATAGRAM];
+        let mut unsealed = Unsealed::default();
         loop {
             let deadline = tokio::time::Instant::from_std(driver.next_deadline());
             tokio::select! {
@@ -157,7 +158,7 @@ impl Task {
                     if let Ok((n, from)) = r {
                         match beacon::open_bytes(MAGIC, PURPOSE, &buf[..n], self.key.as_ref()) {
                             Some(body) => driver.handle_data(now(), &body),
-                            None => debug!(%from, "ignored a membership datagram not sealed with our key"),
+                            None => unsealed.note(from),
                         }
                     }
                 }
@@ -236,5 +237,33 @@ async fn recv_group(group: &Option<(UdpSocket, SocketAddrV4)>, buf: &mut [u8]) -
     match group {
         Some((s, _)) => s.recv_from(buf).await.ok(),
         None => std::future::pending().await,
+    }
+}
+
+/// Datagrams that did not open (forged, corrupted, or not sealed with our
+/// key), logged as a count: the first at once, then one line per
+/// [`UNSEALED_EVERY`] at most, so a flood cannot flood the log.
+#[derive(Default)]
+struct Unsealed {
+    last_line: Option<std::time::Instant>,
+    since: u64,
+}
+
+/// The least time between two lines about unopened membership datagrams.
+const UNSEALED_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Unsealed {
+    fn note(&mut self, from: std::net::SocketAddr) {
+        self.since += 1;
+        let now = now();
+        if self.last_line.is_some_and(|t| now.duration_since(t) < UNSEALED_EVERY) {
+            return;
+        }
+        self.last_line = Some(now);
+        tracing::warn!(
+            peer = %from,
+            count = std::mem::take(&mut self.since),
+            "ignored membership datagrams that did not open (forged, corrupted, or not sealed with our key)"
+        );
     }
 }

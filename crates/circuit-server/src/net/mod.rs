@@ -5,13 +5,15 @@
 pub mod peers;
 mod route;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use circuit_proto::conn::{self, StreamHandle};
 use circuit_proto::frame::{self, FrameError, MAX_REQUEST};
-use circuit_proto::secure::server_handshake;
+use circuit_proto::secure::{HandshakeError, server_handshake};
 use circuit_proto::{ErrorKind, Request, WireError};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
@@ -30,38 +32,150 @@ pub const SERVER_BUDGET: usize = 16 << 20;
 /// The least time between two log lines about refusals from one source.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// The limits a request can meet, each logged on its own.
+/// What a server refuses, each kind logged on its own.
 #[derive(Clone, Copy)]
 enum Limit {
+    /// A request over [`MAX_REQUEST`].
     Size = 0,
+    /// A request over the connection's budget.
     Connection = 1,
+    /// A request over the server's budget.
     Server = 2,
+    /// A request not whole within [`REQUEST_TIMEOUT`].
     Deadline = 3,
+    /// A handshake refused (see [`Refused::of`]).
+    Greeting = 4,
+    KeyRequired = 5,
+    NoKeyExpected = 6,
+    WrongKey = 7,
+    HandshakeTimeout = 8,
+    HandshakeOther = 9,
+    /// A sealed record that did not open (a replayed handshake, forged bytes).
+    Sealed = 10,
+    /// A multiplexer protocol error.
+    Mux = 11,
+    /// A connection over the per-address cap.
+    PerAddr = 12,
+    /// `accept` failed (out of descriptors and the like).
+    Accept = 13,
 }
 
-/// Logs the first refusal of each limit from one source, then at most one
-/// line per limit and [`WARN_EVERY`] with how many were refused meanwhile: a
-/// flood of refused streams never floods the log, and no limit hides another.
+const LIMITS: usize = 14;
+
+impl Limit {
+    /// The log limiter of a handshake refusal.
+    fn of(e: &HandshakeError) -> Limit {
+        match e {
+            HandshakeError::Protocol | HandshakeError::Greeting(_) => Limit::Greeting,
+            HandshakeError::KeyRequired => Limit::KeyRequired,
+            HandshakeError::NoKeyExpected => Limit::NoKeyExpected,
+            HandshakeError::WrongKey => Limit::WrongKey,
+            HandshakeError::Timeout(_) => Limit::HandshakeTimeout,
+            _ => Limit::HandshakeOther,
+        }
+    }
+}
+
+/// Logs the first refusal of each kind, then at most one line per kind and
+/// [`WARN_EVERY`] with how many were refused meanwhile: a flood of refusals
+/// never floods the log, and no kind hides another.
 #[derive(Default)]
 struct Warner {
-    /// Per limit: when it was last logged, and refusals since.
-    last: std::sync::Mutex<[(Option<std::time::Instant>, u64); 4]>,
+    /// Per kind: when it was last logged, and refusals since.
+    last: std::sync::Mutex<[(Option<std::time::Instant>, u64); LIMITS]>,
 }
 
 impl Warner {
-    fn warn(&self, peer: SocketAddr, limit: Limit, what: &str) {
+    /// True if a line is due now; else counts one more quiet refusal.
+    fn due(&self, limit: Limit) -> Option<u64> {
         let mut all = self.last.lock().unwrap();
         let (last, quiet) = &mut all[limit as usize];
         let now = std::time::Instant::now();
         if last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
             *quiet += 1;
-            return;
+            return None;
         }
         *last = Some(now);
-        let also = std::mem::take(quiet);
-        warn!(%peer, refused_since_last_line = also, "{what}");
+        Some(std::mem::take(quiet))
+    }
+
+    fn warn(&self, peer: SocketAddr, limit: Limit, what: &str) {
+        if let Some(also) = self.due(limit) {
+            warn!(%peer, refused_since_last_line = also, "{what}");
+        }
     }
 }
+
+/// Open connections per client address, capped.
+struct PerAddr {
+    max: usize,
+    open: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One counted connection; uncounted on drop.
+struct Counted {
+    table: Arc<PerAddr>,
+    ip: IpAddr,
+}
+
+impl PerAddr {
+    /// Counts a connection from `ip`, or `None` if it has `max` already.
+    fn admit(table: &Arc<PerAddr>, ip: IpAddr) -> Option<Counted> {
+        let mut open = table.open.lock().unwrap();
+        let n = open.entry(ip).or_default();
+        if *n >= table.max {
+            return None;
+        }
+        *n += 1;
+        Some(Counted {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Streams being served on one connection; the connection is idle at 0.
+#[derive(Default)]
+struct Active {
+    n: AtomicUsize,
+    /// Told when `n` falls to 0 (a stored permit, so no wake-up is lost).
+    idle: tokio::sync::Notify,
+}
+
+/// One stream being served; uncounted on drop.
+struct Busy(Arc<Active>);
+
+impl Busy {
+    fn new(active: &Arc<Active>) -> Busy {
+        active.n.fetch_add(1, Ordering::SeqCst);
+        Busy(active.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_one();
+        }
+    }
+}
+
+/// The first pause after a failed `accept`; it doubles up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// The longest pause between two `accept` attempts after failures.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// The bytes that requests being read may hold: the server's, shared by
 /// every connection, and one connection's.
@@ -93,33 +207,153 @@ impl Budget {
     }
 }
 
-/// Accepts connections until the listener fails.
+/// How long the server must be quiet (no connection closed, no request
+/// served) before it gives freed memory back to the system.
+const TRIM_AFTER: Duration = Duration::from_millis(500);
+
+/// Gives the memory freed after a burst back to the system. glibc's malloc
+/// keeps freed memory in its arenas (one per thread that allocated) and only
+/// returns the top of each heap; after 2,000 connections closed the server
+/// kept 30–100 MiB it no longer used. `malloc_trim(0)` releases every free
+/// page of every arena. It runs once per burst, [`TRIM_AFTER`] after the
+/// last activity, so an idle server never wakes for it and a busy one never
+/// pays for it mid-burst.
+#[derive(Default)]
+struct Trimmer {
+    activity: tokio::sync::Notify,
+}
+
+impl Trimmer {
+    /// Something was freed (a connection closed, a request was answered).
+    fn touch(&self) {
+        self.activity.notify_one();
+    }
+
+    /// Trims after each burst, until the server's shutdown.
+    fn spawn(self: &Arc<Trimmer>, state: &State) {
+        let (me, rt) = (self.clone(), state.ctx.rt.clone());
+        rt.tasks.clone().spawn(async move {
+            let quiet_then_trim = async {
+                loop {
+                    me.activity.notified().await;
+                    while tokio::time::timeout(TRIM_AFTER, me.activity.notified()).await.is_ok() {}
+                    let _ = tokio::task::spawn_blocking(give_back).await;
+                }
+            };
+            tokio::select! {
+                _ = quiet_then_trim => {}
+                _ = rt.shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Touches the trimmer when dropped (a connection's end, however it ends).
+struct Touch(Arc<Trimmer>);
+
+impl Drop for Touch {
+    fn drop(&mut self) {
+        self.0.touch();
+    }
+}
+
+/// Returns free heap pages to the system (glibc); elsewhere nothing.
+fn give_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
+/// Accepts connections until the listener fails. A failed `accept` (out of
+/// descriptors, say) pauses the loop, longer each time up to
+/// [`ACCEPT_BACKOFF_MAX`], and is logged at most once per [`WARN_EVERY`].
 pub async fn serve(state: Arc<State>, listener: TcpListener) {
     let budget = Budget::for_server();
+    let warner = Arc::new(Warner::default());
+    let per_addr = Arc::new(PerAddr {
+        max: state.config.max_conns_per_addr,
+        open: Default::default(),
+    });
+    let trimmer = Arc::new(Trimmer::default());
+    trimmer.spawn(&state);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
+            Ok(c) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                c
+            }
             Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(also) = warner.due(Limit::Accept) {
+                    warn!(error = %e, failed_since_last_line = also, pause = ?backoff, "accept failed; pausing accepts, longer while it lasts");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
+        let Some(counted) = PerAddr::admit(&per_addr, peer.ip()) else {
+            let why = format!(
+                "refused connection: {} connections from this address are open already (--max-conns-per-addr)",
+                per_addr.max
+            );
+            warner.warn(peer, Limit::PerAddr, &why);
+            drop(tcp);
+            continue;
+        };
         let state = state.clone();
         let budget = budget.for_connection();
+        let warner = warner.clone();
+        let trimmer = trimmer.clone();
         tokio::spawn(async move {
-            let io = match server_handshake(tcp, state.config.key.as_ref()).await {
+            let _counted = counted;
+            let _trim = Touch(trimmer.clone());
+            let (io, report) = match server_handshake(tcp, state.config.key.as_ref()).await {
                 Ok(io) => io,
                 Err(e) => {
-                    warn!(%peer, error = %e, "refused connection");
+                    warner.warn(peer, Limit::of(&e), &format!("refused connection: {}", e.seen()));
                     return;
                 }
             };
             debug!(%peer, "connection open");
             let mut incoming = conn::server(io);
-            while let Some(stream) = incoming.next().await {
-                tokio::spawn(handle(state.clone(), peer, stream, budget.clone()));
+            let active = Arc::new(Active::default());
+            let idle_timeout = state.config.idle_timeout;
+            loop {
+                let idle = active.n.load(Ordering::SeqCst) == 0;
+                tokio::select! {
+                    stream = incoming.next() => match stream {
+                        Some(stream) => {
+                            let busy = Busy::new(&active);
+                            let (state, budget) = (state.clone(), budget.clone());
+                            let trimmer = trimmer.clone();
+                            tokio::spawn(async move {
+                                handle(state, peer, stream, budget).await;
+                                drop(busy);
+                                trimmer.touch();
+                            });
+                        }
+                        None => break,
+                    },
+                    _ = active.idle.notified(), if !idle => {}
+                    _ = tokio::time::sleep(idle_timeout), if idle => {
+                        debug!(%peer, ?idle_timeout, "closing a connection idle too long");
+                        drop(incoming);
+                        return;
+                    }
+                }
+            }
+            if let Some(e) = incoming.protocol_error() {
+                warner.warn(
+                    peer,
+                    Limit::Mux,
+                    &format!("closed connection: multiplexer protocol error: {e}"),
+                );
+            }
+            if let Some(why) = report.failure() {
+                warner.warn(peer, Limit::Sealed, &format!("closed connection: {why}"));
             }
             debug!(%peer, "connection closed");
         });

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use circuit_server::{Config, Server};
@@ -44,6 +45,32 @@ pub struct Args {
     /// Also write the URL to FILE (replaced whole; removed at a clean stop), for clients' $CIRCUIT
     #[arg(long = "url-file", value_name = "FILE")]
     pub url_file: Option<PathBuf>,
+    /// Close a client connection that carries no request for this long (like 300s, 5m, 1h)
+    #[arg(long = "idle-timeout", value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// The most connections one client address may hold open at once
+    #[arg(long = "max-conns-per-addr", value_name = "N", default_value_t = circuit_server::DEFAULT_MAX_CONNS_PER_ADDR as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_conns_per_addr: u64,
+}
+
+/// A duration: a number and a unit, `ms`, `s`, `m` or `h` (seconds if none).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("{text:?}: expected a duration like 300s, 5m, 1h or 500ms");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(format!("{text:?}: must be more than zero"));
+    }
+    Ok(d)
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr> {
@@ -93,6 +120,8 @@ fn config(args: &Args, net: &DialArgs) -> Result<Config> {
         var_dir: args.var.clone(),
         join,
         config_file: args.config.as_deref().map(crate::cmd::config::file).transpose()?,
+        idle_timeout: args.idle_timeout,
+        max_conns_per_addr: args.max_conns_per_addr as usize,
     })
 }
 

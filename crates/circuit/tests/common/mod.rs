@@ -106,6 +106,9 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A killed server cannot remove its default state directory: we do.
+        let dir = format!("circuit-{}-P{}", self.id.trim_start_matches('/'), self.child.id());
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(dir));
     }
 }
 
