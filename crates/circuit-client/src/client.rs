@@ -1,5 +1,5 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use circuit_proto::conn::{self, Control, StreamHandle};
 use circuit_proto::secure::client_handshake;
@@ -13,10 +13,13 @@ use crate::error::Error;
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A connection to one dial-in server, through which the whole cluster is
-/// reached. Cheap to clone: clones share the connection.
+/// reached. Cheap to clone: clones share the connection. A connection the
+/// server closed while it carried nothing (its idle timeout) is dialed
+/// again, once, by the next request.
 #[derive(Clone)]
 pub struct Client {
-    control: Control,
+    control: Arc<Mutex<Control>>,
+    key: Option<Key>,
     url: Arc<CircuitUrl>,
 }
 
@@ -30,6 +33,16 @@ impl Client {
 
     /// Like [`Client::dial`], with a parsed URL.
     pub async fn dial_url(url: CircuitUrl, key: Option<&Key>) -> Result<Client, Error> {
+        let control = Client::connect(&url, key).await?;
+        Ok(Client {
+            control: Arc::new(Mutex::new(control)),
+            key: key.cloned(),
+            url: Arc::new(url),
+        })
+    }
+
+    /// Opens the secured, multiplexed connection to `url`.
+    async fn connect(url: &CircuitUrl, key: Option<&Key>) -> Result<Control, Error> {
         let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&url.addr)).await {
             Ok(r) => r.map_err(|err| Error::Connect {
                 addr: url.addr.clone(),
@@ -53,11 +66,25 @@ impl Client {
             addr: url.addr.clone(),
             err,
         })?;
-        let control = conn::client(io);
-        Ok(Client {
-            control,
-            url: Arc::new(url),
-        })
+        Ok(conn::client(io))
+    }
+
+    /// The connection, dialed again if the server closed it: nothing was
+    /// sent on a closed one, so no request is ever sent twice. If the
+    /// server cannot be reached, the old one is kept and the request
+    /// fails as a lost connection.
+    async fn live_control(&self) -> Control {
+        let control = self.control.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if !control.is_closed() {
+            return control;
+        }
+        match Client::connect(&self.url, self.key.as_ref()).await {
+            Ok(fresh) => {
+                *self.control.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+                fresh
+            }
+            Err(_) => control,
+        }
     }
 
     /// Finds a server by multicast discovery on `group` (sent through the
@@ -92,7 +119,7 @@ impl Client {
     /// Sends one request and returns the reply with the stream, for
     /// requests that go on streaming.
     pub(crate) async fn call_stream(&self, req: &Request) -> Result<(Reply, StreamHandle), Error> {
-        let mut control = self.control.clone();
+        let mut control = self.live_control().await;
         // A stream cut while the connection lives means the owner, when it
         // is another server, went away: name it rather than the dial-in.
         let owner = req.path.server_id().filter(|id| *id != self.url.id);

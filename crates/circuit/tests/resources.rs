@@ -323,3 +323,17 @@ fn stale_state_dirs_are_removed() {
     assert!(removed, "stale dir removed: {}", srv.log());
     assert!(kept, "a locked dir is kept");
 }
+
+/// A library client whose connection the server closed for idleness dials
+/// again on its next request, instead of failing as a lost connection.
+#[tokio::test]
+async fn a_library_client_outlives_the_idle_timeout() {
+    let srv = TestServer::start(&["--idle-timeout", "500ms"]);
+    let client = circuit_client::Client::dial(&srv.url, None).await.unwrap();
+    let server = client.servers().await.unwrap().remove(0);
+    server.peek().await.unwrap();
+    // Three idle timeouts: the server has closed the connection by then.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stat = server.peek().await.expect("the client dials again after an idle close");
+    assert_eq!(stat.members, 1);
+}
