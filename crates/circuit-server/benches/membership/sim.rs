@@ -60,6 +60,10 @@ pub struct NetConfig {
     pub jitter: Duration,
     /// Probability that a datagram is lost, in `[0, 1]`.
     pub loss: f64,
+    /// A killed member's host stays up and refuses connections (a killed
+    /// server): a member's liveness check ([`Output::Check`]) learns it one
+    /// round trip later. `false`: the host is gone, checks get no answer.
+    pub hosts_refuse: bool,
 }
 
 impl NetConfig {
@@ -69,6 +73,7 @@ impl NetConfig {
             delay: Duration::from_millis(1),
             jitter: Duration::from_micros(500),
             loss: 0.01,
+            hosts_refuse: false,
         }
     }
 }
@@ -152,8 +157,9 @@ pub struct Traffic {
 }
 
 enum Event {
-    Deliver { to: usize, data: Vec<u8> },
+    Deliver { to: usize, from: SocketAddr, data: Vec<u8> },
     Wake { member: usize },
+    Refused { member: usize, node: Node },
     Pull { member: usize, from: usize },
 }
 
@@ -615,13 +621,20 @@ impl Sim {
         self.now = at;
         let now = self.instant();
         match event {
-            Event::Deliver { to, data } => {
+            Event::Refused { member, node } => {
+                let m = &mut self.members[member];
+                if let Some(d) = m.driver.as_mut().filter(|_| m.status == Status::Live) {
+                    d.refused(now, node);
+                    self.drain(member);
+                }
+            }
+            Event::Deliver { to, from, data } => {
                 let m = &mut self.members[to];
                 let Some(d) = m.driver.as_mut().filter(|_| m.status == Status::Live) else {
                     self.counters.undelivered += 1;
                     return;
                 };
-                d.handle_data(now, &data);
+                let _ = d.handle_data(now, from, &data);
                 self.drain(to);
             }
             Event::Wake { member } => {
@@ -659,6 +672,16 @@ impl Sim {
             match out {
                 Output::Send { to, data } => self.send(i, to.addr, data),
                 Output::AnnounceGroup => self.counters.group_announces += 1,
+                Output::Check(node) => {
+                    if self.net.hosts_refuse
+                        && let Some(&j) = self.index.get(&node.addr)
+                        && self.members[j].status == Status::Dead
+                        && self.members[j].side == self.members[i].side
+                    {
+                        let rtt = 2 * nanos(self.net.delay);
+                        self.push(self.now + rtt, Event::Refused { member: i, node });
+                    }
+                }
                 Output::Event(MemberEvent::Joined(id)) => {
                     let Some(&j) = self.ids.get(&id) else { continue };
                     self.listed(i, j, true);
@@ -710,7 +733,8 @@ impl Sim {
         } else {
             (delay + self.rng.random_range(0..=2 * jitter)).saturating_sub(jitter)
         };
-        self.push(self.now + delay, Event::Deliver { to: j, data });
+        let from = self.members[from].node.addr;
+        self.push(self.now + delay, Event::Deliver { to: j, from, data });
     }
 
     /// Member `i`'s driver started (`up`) or stopped listing member `j`.
