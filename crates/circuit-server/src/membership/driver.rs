@@ -134,6 +134,8 @@ pub struct Driver {
     refused: u64,
     /// The current probe was answered and its indirect stage not run.
     skipped_indirect: bool,
+    /// foca just renewed our identity (see `flush`).
+    rejoined: bool,
 }
 
 impl Driver {
@@ -160,6 +162,7 @@ impl Driver {
             by_addr: HashMap::from([(me.addr, me.id)]),
             refused: 0,
             skipped_indirect: false,
+            rejoined: false,
         }
     }
 
@@ -512,9 +515,21 @@ impl Driver {
                         "was declared down by the cluster; rejoined"
                     );
                     self.me = me;
+                    self.rejoined = true;
                 }
                 OwnedNotification::Defunct => warn!("declared down by the cluster and cannot rejoin"),
             }
+        }
+        // foca 2.0 renews its identity (`change_identity`) and stays
+        // "disconnected" with every timer cancelled, though it still has
+        // members: no probe, no announce ever again, unless a later update
+        // happens to reconnect it (two members of one side of a healed cut
+        // that renewed at once ignore each other for good). An empty
+        // `apply_many` reconnects it: it restarts the probe and announce timers.
+        if std::mem::take(&mut self.rejoined) {
+            let r = self.swim.apply_many(std::iter::empty(), true, &mut self.rt);
+            self.check(r, "reconnecting after a rejoin");
+            self.flush(now);
         }
     }
 
@@ -713,11 +728,13 @@ mod tests {
         assert_eq!(net.events(b), vec![MemberEvent::Joined(na.id)]);
         assert!(net.members[a].0.take_view_changed());
         assert!(!net.members[a].0.take_view_changed());
-        // Idle, they stay together: one probe and its ack per period each.
+        // Idle, they stay together: one probe and its ack per period (800 ms)
+        // each, 2.5 datagrams/s (issue 9 halved it: it was 5 with 400 ms, and
+        // this range 40..=60).
         net.run_for(10 * SECOND);
         assert_eq!(net.events(a).len(), 1);
         let sent = net.members[a].1.sends.iter().filter(|s| s.0 >= SECOND).count();
-        assert!((40..=60).contains(&sent), "{sent} datagrams in 9 s");
+        assert!((20..=30).contains(&sent), "{sent} datagrams in 9 s");
         assert_eq!(net.members[a].0.errors(), 0);
     }
 

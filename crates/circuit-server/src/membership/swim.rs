@@ -32,6 +32,7 @@ const DROPPED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 enum Cmd {
     Join(Node),
+    Announce(Node),
     Hint(ServerId),
     Refused(Node),
     Leave(oneshot::Sender<()>),
@@ -123,6 +124,11 @@ impl Membership {
         let _ = self.cmd.send(Cmd::Join(node));
     }
 
+    /// Announces this server to `node` once (it does not list us).
+    pub fn announce(&self, node: Node) {
+        let _ = self.cmd.send(Cmd::Announce(node));
+    }
+
     /// A hint that member `id` may be gone (a connection to it broke): it is
     /// checked at once, and declared down if nothing listens at its address.
     pub fn hint(&self, id: ServerId) {
@@ -200,6 +206,7 @@ impl Task {
                 _ = tokio::time::sleep_until(deadline) => driver.tick(now()),
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Join(node)) => driver.join(now(), node),
+                    Some(Cmd::Announce(node)) => driver.announce(now(), node),
                     Some(Cmd::Hint(id)) => driver.hint(id),
                     Some(Cmd::Refused(node)) => driver.refused(now(), node),
                     Some(Cmd::Snapshot(reply)) => { let _ = reply.send(driver.snapshot()); }
