@@ -73,11 +73,18 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    forwarding();
+    // `CLUSTER_BENCH=idle` measures only the idle servers.
+    let only_idle = std::env::var("CLUSTER_BENCH").as_deref() == Ok("idle");
+    if !only_idle {
+        forwarding();
+    }
     let Some(net) = Net::new(3) else {
         println!("network namespaces unavailable: no multi-host figures");
         return;
     };
+    if only_idle {
+        return idle(net);
+    }
     let s0 = start_in(&net, 0, &[]);
     let s1 = start_in(&net, 1, &["-j", &s0.url]);
     until(Duration::from_secs(10), || view(&net, 0, &s0).len() == 2).expect("2 members");
@@ -141,6 +148,15 @@ fn main() {
         deaths.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
     );
 
+    drop((s0, s1));
+    idle(net);
+}
+
+/// Three fresh servers, joined then left alone for 30 s (no member died
+/// recently: announces to down members would count too).
+fn idle(net: Net) {
+    let s0 = start_in(&net, 0, &[]);
+    let s1 = start_in(&net, 1, &["-j", &s0.url]);
     let s2 = start_in(&net, 2, &["-j", &s0.url]);
     until(Duration::from_secs(10), || view(&net, 0, &s0).len() == 3).expect("3 members");
     // Let the join's news and the CLI's connections die down.

@@ -27,9 +27,11 @@ use super::node::Node;
 
 /// While alone, re-announce to seeds (and by multicast) this often at first…
 pub const ALONE_FIRST: Duration = Duration::from_millis(250);
-/// …backing off to this. A member with peers checks this seldom too (foca
-/// tells it at once when it loses them all).
+/// …backing off to this.
 pub const ALONE_MAX: Duration = Duration::from_secs(5);
+/// A member with peers checks this seldom (foca tells it at once when it
+/// loses them all), and forgets then the identities foca forgot.
+pub const CONNECTED_CHECK: Duration = Duration::from_secs(30);
 /// While there is news, it is gossiped this often (and at once when it arrives).
 pub const GOSSIP_EVERY: Duration = Duration::from_millis(50);
 /// Calls of `Foca::gossip` (3 members each) per gossip round.
@@ -136,6 +138,8 @@ pub struct Driver {
     skipped_indirect: bool,
     /// foca just renewed our identity (see `flush`).
     rejoined: bool,
+    /// Leaving: foca's "defunct" is then expected.
+    leaving: bool,
 }
 
 impl Driver {
@@ -163,6 +167,7 @@ impl Driver {
             refused: 0,
             skipped_indirect: false,
             rejoined: false,
+            leaving: false,
         }
     }
 
@@ -403,7 +408,7 @@ impl Driver {
                 self.alone_at = now + self.alone_every;
             } else {
                 self.alone_every = ALONE_FIRST;
-                self.alone_at = now + ALONE_MAX;
+                self.alone_at = now + CONNECTED_CHECK;
                 self.prune();
             }
             self.flush(now);
@@ -451,6 +456,7 @@ impl Driver {
     /// Tells the cluster this member leaves; send what [`Driver::poll_output`]
     /// then gives, and stop driving it.
     pub fn leave(&mut self, now: Instant) {
+        self.leaving = true;
         let r = self.swim.leave_cluster(&mut self.rt);
         self.check(r, "leaving");
         self.flush(now);
@@ -517,6 +523,7 @@ impl Driver {
                     self.me = me;
                     self.rejoined = true;
                 }
+                OwnedNotification::Defunct if self.leaving => debug!("left the cluster"),
                 OwnedNotification::Defunct => warn!("declared down by the cluster and cannot rejoin"),
             }
         }
