@@ -38,9 +38,19 @@ type Opener = oneshot::Sender<Result<yamux::Stream, String>>;
 #[derive(Clone)]
 pub struct Control {
     tx: mpsc::UnboundedSender<Opener>,
+    /// Its sender lives in the connection's driver: dropped when it stops.
+    done: tokio::sync::watch::Receiver<()>,
 }
 
 impl Control {
+    /// Resolves when the connection is gone (its driver stopped: closed by
+    /// either end, or broken). Holds no handle on the connection, so waiting
+    /// does not keep it open.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut done = self.done.clone();
+        async move { while done.changed().await.is_ok() {} }
+    }
+
     /// True once the connection is gone (its driver has stopped).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
@@ -156,9 +166,13 @@ fn buffered(io: BoxIo) -> Socket {
 /// are refused: no server ever calls back into a client.
 pub fn client(io: BoxIo) -> Control {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (done_tx, done) = tokio::sync::watch::channel(());
     let conn = yamux::Connection::new(buffered(io).compat(), mux_config(), yamux::Mode::Client);
-    tokio::spawn(drive(conn, rx, None));
-    Control { tx }
+    tokio::spawn(async move {
+        drive(conn, rx, None).await;
+        drop(done_tx);
+    });
+    Control { tx, done }
 }
 
 /// Starts the accepting side of a connection.
@@ -166,16 +180,20 @@ pub fn server(io: BoxIo) -> Incoming {
     let (tx, rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let (close_tx, close_rx) = oneshot::channel();
+    let (done_tx, done) = tokio::sync::watch::channel(());
     let ended = Arc::new(OnceLock::new());
     let conn = yamux::Connection::new(buffered(io).compat(), mux_config(), yamux::Mode::Server);
     let inbound = Inbound {
         tx: in_tx,
-        ctl: Control { tx },
+        ctl: Control { tx, done },
         closed: close_rx,
         closing: false,
         ended: ended.clone(),
     };
-    tokio::spawn(drive(conn, rx, Some(inbound)));
+    tokio::spawn(async move {
+        drive(conn, rx, Some(inbound)).await;
+        drop(done_tx);
+    });
     Incoming {
         rx: in_rx,
         ended,

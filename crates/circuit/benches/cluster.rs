@@ -1,6 +1,7 @@
-//! Figures for the cluster (issue 4): a new server visible everywhere, a
-//! killed server gone from every view (3 hosts, each in its own network
-//! namespace), idle membership traffic per server, and the cost of a request
+//! Figures for the cluster (issues 4 and 9): a new server visible everywhere,
+//! a killed server gone from every view with and without a live connection
+//! to it (3 hosts, each in its own network namespace), idle membership
+//! traffic, wakeups and CPU of three idle servers, and the cost of a request
 //! forwarded through a non-owning server.
 //! Run: `cargo bench -p circuit --bench cluster` (as root, for namespaces).
 //! Prints figures; asserts nothing.
@@ -72,11 +73,18 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    forwarding();
+    // `CLUSTER_BENCH=idle` measures only the idle servers.
+    let only_idle = std::env::var("CLUSTER_BENCH").as_deref() == Ok("idle");
+    if !only_idle {
+        forwarding();
+    }
     let Some(net) = Net::new(3) else {
         println!("network namespaces unavailable: no multi-host figures");
         return;
     };
+    if only_idle {
+        return idle(net);
+    }
     let s0 = start_in(&net, 0, &[]);
     let s1 = start_in(&net, 1, &["-j", &s0.url]);
     until(Duration::from_secs(10), || view(&net, 0, &s0).len() == 2).expect("2 members");
@@ -106,24 +114,118 @@ fn main() {
         joins.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
     );
     println!(
-        "3 hosts: killed server gone from every view: median {:.0} ms (runs {:?})",
+        "3 hosts: killed server gone from every view, no connection to it: median {:.0} ms (runs {:?})",
         median(deaths.clone()).as_secs_f64() * 1e3,
         deaths.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
     );
 
-    let _s2 = start_in(&net, 2, &["-j", &s0.url]);
-    until(Duration::from_secs(10), || view(&net, 0, &s0).len() == 3).expect("3 members");
-    std::thread::sleep(Duration::from_secs(2));
-    let (p0, b0) = snmp_udp_out(&net, 1);
-    let t = Instant::now();
-    std::thread::sleep(Duration::from_secs(20));
-    let (p1, b1) = snmp_udp_out(&net, 1);
-    let secs = t.elapsed().as_secs_f64();
+    // The same with a live connection to it from both others (each
+    // forwarded a request there): the broken connection is the hint.
+    let mut deaths = Vec::new();
+    for _ in 0..5 {
+        let mut s2 = start_in(&net, 2, &["-j", &s0.url]);
+        until(Duration::from_secs(10), || {
+            view(&net, 0, &s0).contains(&s2.id) && view(&net, 1, &s1).contains(&s2.id)
+        })
+        .expect("joined");
+        for (h, s) in [(0, &s0), (1, &s1)] {
+            let o = net.cli(h, &["peek", "-d", &s.url, &s2.id]);
+            assert!(o.status.success(), "peek through host {h}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        s2.child.kill().unwrap();
+        let t = Instant::now();
+        let _ = s2.child.wait();
+        until(Duration::from_secs(15), || {
+            !view(&net, 0, &s0).contains(&s2.id) && !view(&net, 1, &s1).contains(&s2.id)
+        })
+        .expect("detected");
+        deaths.push(t.elapsed());
+    }
     println!(
-        "idle traffic of one server in a 3-server cluster: {:.1} datagrams/s sent, {:.0} bytes/s on the wire",
-        (p1 - p0) as f64 / secs,
-        (b1 - b0) as f64 / secs
+        "3 hosts: killed server gone from every view, live connections to it: median {:.0} ms (runs {:?})",
+        median(deaths.clone()).as_secs_f64() * 1e3,
+        deaths.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
     );
+
+    drop((s0, s1));
+    idle(net);
+}
+
+/// Three fresh servers, joined then left alone for 30 s (no member died
+/// recently: announces to down members would count too).
+fn idle(net: Net) {
+    let s0 = start_in(&net, 0, &[]);
+    let s1 = start_in(&net, 1, &["-j", &s0.url]);
+    let s2 = start_in(&net, 2, &["-j", &s0.url]);
+    until(Duration::from_secs(10), || view(&net, 0, &s0).len() == 3).expect("3 members");
+    // Let the join's news and the CLI's connections die down.
+    std::thread::sleep(Duration::from_secs(5));
+    let servers = [&s0, &s1, &s2];
+    let before: Vec<(u64, u64, u64)> = (0..3)
+        .map(|h| {
+            let (p, _) = snmp_udp_out(&net, h);
+            let (w, c) = wakeups_and_cpu(servers[h].child.id());
+            (p, w, c)
+        })
+        .collect();
+    let b1_0 = snmp_udp_out(&net, 1).1;
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    let secs = t.elapsed().as_secs_f64();
+    let after: Vec<(u64, u64, u64)> = (0..3)
+        .map(|h| {
+            let (p, _) = snmp_udp_out(&net, h);
+            let (w, c) = wakeups_and_cpu(servers[h].child.id());
+            (p, w, c)
+        })
+        .collect();
+    let b1_1 = snmp_udp_out(&net, 1).1;
+    let sent: u64 = (0..3).map(|h| after[h].0 - before[h].0).sum();
+    let wakeups: Vec<f64> = (0..3).map(|h| (after[h].1 - before[h].1) as f64 / secs).collect();
+    let cpu_ms: Vec<f64> = (0..3)
+        .map(|h| (after[h].2 - before[h].2) as f64 / 1e6 * 30.0 / secs)
+        .collect();
+    println!(
+        "3 idle servers, 30 s: {:.1} datagrams/s for the three together (target ≤ 10), {:.0} bytes/s on the wire from one",
+        sent as f64 / secs,
+        (b1_1 - b1_0) as f64 / secs
+    );
+    println!(
+        "3 idle servers, 30 s: wakeups/s per server {:?} (target ≤ 5), CPU per 30 s per server {:?} ms (target ≤ 10)",
+        wakeups.iter().map(|w| format!("{w:.1}")).collect::<Vec<_>>(),
+        cpu_ms.iter().map(|c| format!("{c:.1}")).collect::<Vec<_>>()
+    );
+}
+
+/// Context switches (voluntary and not: each is a wakeup) and CPU time (ns)
+/// of every thread of process `pid` so far.
+fn wakeups_and_cpu(pid: u32) -> (u64, u64) {
+    let (mut switches, mut cpu) = (0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    for t in tasks.flatten() {
+        let dir = t.path();
+        if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
+            for l in status.lines() {
+                if let Some(v) = l
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    switches += v.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        if let Ok(stat) = std::fs::read_to_string(dir.join("schedstat")) {
+            cpu += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    (switches, cpu)
 }
 
 /// Library peek of an element on server B, directly and through server A.

@@ -362,3 +362,79 @@ fn output_cut_short_by_a_dead_owner_is_an_error() {
         "blames the dial-in server: {err}"
     );
 }
+
+/// A server killed while another holds a connection to it (it forwarded a
+/// request there): the broken connection is a hint, the member is checked
+/// at once, found refusing, and declared down; every view drops it.
+#[test]
+fn a_broken_connection_to_a_killed_server_declares_it_down_at_once() {
+    let Some(net) = Net::new(3) else { return };
+    let s0 = start_in(&net, 0, &[]);
+    let s1 = start_in(&net, 1, &["-j", &s0.url]);
+    let mut s2 = start_in(&net, 2, &["-j", &s0.url]);
+    let all = ids([&s0, &s1, &s2]);
+    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0) == all
+        && view(&net, 1, &s1) == all));
+    // s0 forwards to s2: it now holds a connection to it.
+    ok(net.cli(0, &["peek", "-d", &s0.url, &s2.id]));
+    s2.child.kill().unwrap();
+    let _ = s2.child.wait();
+    let two = ids([&s0, &s1]);
+    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0) == two
+        && view(&net, 1, &s1) == two));
+    // s0 took the hint (whoever declared it down first: s0 on its check,
+    // or s1 at a missed probe, and gossip told the other).
+    let log = s0.log();
+    assert!(log.contains("connection to member broke: checking it"), "{log}");
+    assert!(log.contains(&format!("member left: {}", s2.id)), "{log}");
+}
+
+/// Hosts busy at 100 % CPU for 5 s (more busy loops than cores) make no
+/// member leave or rejoin.
+#[test]
+fn busy_hosts_make_no_member_leave() {
+    let Some(net) = Net::new(3) else { return };
+    let s0 = start_in(&net, 0, &[]);
+    let s1 = start_in(&net, 1, &["-j", &s0.url]);
+    let s2 = start_in(&net, 2, &["-j", &s0.url]);
+    let all = ids([&s0, &s1, &s2]);
+    assert!(eventually(Duration::from_secs(10), || (0..3).all(|h| view(
+        &net,
+        h,
+        [&s0, &s1, &s2][h]
+    ) == all)));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<common::netns::Proc> = (0..2 * cores)
+        .map(|i| {
+            let mut c = net.command(i % 3, std::path::Path::new("sh"));
+            c.args(["-c", "while :; do :; done"]);
+            common::netns::Proc(c.spawn().expect("start a busy loop"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    drop(hogs);
+    std::thread::sleep(Duration::from_secs(2));
+    for (h, s) in [&s0, &s1, &s2].into_iter().enumerate() {
+        assert_eq!(view(&net, h, s), all, "host {h}");
+        let log = s.log();
+        assert!(!log.contains("member left"), "host {h}: {log}");
+        assert!(!log.contains("was declared down"), "host {h}: {log}");
+    }
+}
+
+/// Without a key on a non-loopback address the server says loudly that
+/// anyone who reaches its port can join and command it; on loopback it
+/// does not.
+#[test]
+fn a_keyless_server_on_a_network_address_warns_loudly() {
+    let Some(net) = Net::new(1) else { return };
+    let s = start_in(&net, 0, &[]);
+    assert!(
+        common::wait_log(&s, "NO CLUSTER KEY", 1, Duration::from_secs(5)),
+        "{}",
+        s.log()
+    );
+    let local = TestServer::start(&[]);
+    ok(local.cli("ls", &["/"]));
+    assert!(!local.log().contains("NO CLUSTER KEY"), "{}", local.log());
+}

@@ -13,11 +13,12 @@
 //! and a manual clock, so both run this same code.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use circuit_proto::ServerId;
-use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec, Timer};
+use foca::{AccumulatingRuntime, Codec, Foca, Header, Member, Message, OwnedNotification, PostcardCodec, Timer};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tracing::{debug, info, warn};
@@ -28,6 +29,13 @@ use super::node::Node;
 pub const ALONE_FIRST: Duration = Duration::from_millis(250);
 /// …backing off to this.
 pub const ALONE_MAX: Duration = Duration::from_secs(5);
+/// A member with peers checks this seldom (foca tells it at once when it
+/// loses them all), and forgets then the identities foca forgot.
+pub const CONNECTED_CHECK: Duration = Duration::from_secs(30);
+/// While there is news, it is gossiped this often (and at once when it arrives).
+pub const GOSSIP_EVERY: Duration = Duration::from_millis(50);
+/// Calls of `Foca::gossip` (3 members each) per gossip round.
+const GOSSIP_CALLS: usize = 3;
 
 /// The foca instance a driver runs.
 pub type Swim = Foca<Node, PostcardCodec, SmallRng, foca::NoCustomBroadcast>;
@@ -55,6 +63,24 @@ pub enum Output {
     AnnounceGroup,
     /// The view changed (already applied to [`Driver::view`]).
     Event(MemberEvent),
+    /// `node` did not answer a probe, or a connection to it broke: see whether
+    /// it still listens (a TCP connect), and call [`Driver::refused`] if its
+    /// host refused (nothing listens there any more: it is dead).
+    Check(Node),
+}
+
+/// Why a datagram was dropped before foca saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a foca message.
+    Garbled,
+    /// Its sender's address is not the address it came from.
+    WrongSource,
+    /// It gives a known member another address, pid or start time.
+    Rewrites,
+    /// It puts a new member at a known member's address that is not a
+    /// restart of it (not started later).
+    Usurps,
 }
 
 /// A foca timer waiting for its time.
@@ -101,8 +127,19 @@ pub struct Driver {
     alone_every: Duration,
     out: VecDeque<Output>,
     errors: u64,
-    /// Set by [`Driver::leave`]: being down is then what we asked for.
-    left: bool,
+    /// When to gossip the news foca holds, if it holds any.
+    gossip_at: Option<Instant>,
+    /// Every identity seen in accepted datagrams, pulled lists and foca's
+    /// state, by id and by address: a datagram must agree with them.
+    known: HashMap<ServerId, Node>,
+    by_addr: HashMap<SocketAddr, ServerId>,
+    refused: u64,
+    /// The current probe was answered and its indirect stage not run.
+    skipped_indirect: bool,
+    /// foca just renewed our identity (see `flush`).
+    rejoined: bool,
+    /// Leaving: foca's "defunct" is then expected.
+    leaving: bool,
 }
 
 impl Driver {
@@ -124,7 +161,13 @@ impl Driver {
             alone_every: ALONE_FIRST,
             out: VecDeque::new(),
             errors: 0,
-            left: false,
+            gossip_at: None,
+            known: HashMap::from([(me.id, me)]),
+            by_addr: HashMap::from([(me.addr, me.id)]),
+            refused: 0,
+            skipped_indirect: false,
+            rejoined: false,
+            leaving: false,
         }
     }
 
@@ -154,6 +197,11 @@ impl Driver {
         self.errors
     }
 
+    /// How many datagrams were dropped before foca saw them (see [`Refusal`]).
+    pub fn dropped(&self) -> u64 {
+        self.refused
+    }
+
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
@@ -161,26 +209,193 @@ impl Driver {
 
     /// When [`Driver::tick`] has something to do next.
     pub fn next_deadline(&self) -> Instant {
-        match self.timers.peek() {
-            Some(p) => p.at.min(self.alone_at),
-            None => self.alone_at,
+        let mut at = self.alone_at;
+        if let Some(p) = self.timers.peek() {
+            at = at.min(p.at);
+        }
+        if let Some(g) = self.gossip_at {
+            at = at.min(g);
+        }
+        at
+    }
+
+    /// Handles a membership datagram (already opened: foca's bytes) that
+    /// came from `from`. It is screened first (see [`Driver::screen`]); a
+    /// refused one is dropped and its reason returned.
+    pub fn handle_data(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Result<(), Refusal> {
+        let (header, ids) = match self.screen(from, data) {
+            Ok(x) => x,
+            Err(why) => {
+                self.refused += 1;
+                debug!(%from, ?why, "membership: dropped a datagram");
+                return Err(why);
+            }
+        };
+        let r = self.swim.handle_data(data, &mut self.rt);
+        let accepted = r.is_ok();
+        self.check(r, "a datagram");
+        if accepted {
+            for n in ids {
+                self.learn(n);
+            }
+            if let Message::Ack(_) = header.message {
+                // The probe was answered: its indirect stage has nothing to do,
+                // so do not wake up for it (foca starts its next probe anyway).
+                let src = header.src.id;
+                let before = self.timers.len();
+                self.timers
+                    .retain(|p| !matches!(&p.timer, Timer::SendIndirectProbe { probed_id, .. } if probed_id.id == src));
+                self.skipped_indirect |= self.timers.len() < before;
+            }
+        }
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Checks a datagram before foca sees it. Without a cluster key anyone
+    /// can send one, and one corrupted bit can give a real member another
+    /// address or put a phantom at its address; so a datagram is taken only
+    /// if its sender's address is where it came from (a member's own messages
+    /// come from its address), and if every identity in it agrees with what
+    /// we know: a known id keeps its address, pid and start time, and a new
+    /// id at a known address must be a restart there (started later). Returns the header and the identities it names.
+    pub fn screen(&self, from: SocketAddr, data: &[u8]) -> Result<(Header<Node>, Vec<Node>), Refusal> {
+        let mut buf: &[u8] = data;
+        let mut codec = PostcardCodec;
+        let header: Header<Node> = codec.decode_header(&mut buf).map_err(|_| Refusal::Garbled)?;
+        if header.src.addr != from {
+            return Err(Refusal::WrongSource);
+        }
+        let mut ids = vec![header.src];
+        match &header.message {
+            Message::PingReq { target: n, .. }
+            | Message::IndirectPing { origin: n, .. }
+            | Message::IndirectAck { target: n, .. }
+            | Message::ForwardedAck { origin: n, .. } => ids.push(*n),
+            _ => {}
+        }
+        if buf.len() >= 2 && header.message != Message::Broadcast {
+            let count = u16::from_be_bytes([buf[0], buf[1]]);
+            buf = &buf[2..];
+            for _ in 0..count {
+                let m: Member<Node> = codec.decode_member(&mut buf).map_err(|_| Refusal::Garbled)?;
+                ids.push(*m.id());
+            }
+        }
+        for n in &ids {
+            self.agrees(n)?;
+        }
+        Ok((header, ids))
+    }
+
+    fn agrees(&self, n: &Node) -> Result<(), Refusal> {
+        if let Some(k) = self.known.get(&n.id) {
+            return if (k.addr, k.pid, k.started) == (n.addr, n.pid, n.started) {
+                Ok(())
+            } else {
+                Err(Refusal::Rewrites)
+            };
+        }
+        if let Some(k) = self.by_addr.get(&n.addr).and_then(|id| self.known.get(id))
+            && n.started <= k.started
+        {
+            return Err(Refusal::Usurps);
+        }
+        Ok(())
+    }
+
+    /// Remembers an identity that was accepted.
+    fn learn(&mut self, n: Node) {
+        if n.started == 0 {
+            return; // a seed from a URL: its start time is unknown
+        }
+        // A restart's previous life stays known (news of its end is
+        // still about) until foca forgets it; the address points to the
+        // latest start there.
+        if self.known.insert(n.id, n).is_none()
+            && self
+                .by_addr
+                .get(&n.addr)
+                .and_then(|id| self.known.get(id))
+                .is_none_or(|k| k.started < n.started)
+        {
+            self.by_addr.insert(n.addr, n.id);
         }
     }
 
-    /// Handles a membership datagram (already opened: foca's bytes).
-    pub fn handle_data(&mut self, now: Instant, data: &[u8]) {
-        let r = self.swim.handle_data(data, &mut self.rt);
-        self.check(r, "a datagram");
+    /// Forgets identities foca forgot (down members are kept 2 minutes).
+    fn prune(&mut self) {
+        let live: std::collections::HashSet<ServerId> = self.swim.iter_membership_state().map(|m| m.id().id).collect();
+        let me = self.me.id;
+        self.known.retain(|id, _| *id == me || live.contains(id));
+        let known = &self.known;
+        self.by_addr.retain(|_, id| known.contains_key(id));
+    }
+
+    /// The answer to an [`Output::Check`]: nothing listens at `node`'s
+    /// address any more (its host refused the connection), so it is down.
+    /// Declared down at once and gossiped, unless it already renewed.
+    pub fn refused(&mut self, now: Instant, node: Node) {
+        if self.view.get(&node.id) != Some(&node) {
+            return;
+        }
+        info!(peer = %node.id, addr = %node.addr, "nothing listens at a member's address: declaring it down");
+        let r = self
+            .swim
+            .apply_many(std::iter::once(Member::down(node)), true, &mut self.rt);
+        self.check(r, "a refused member");
         self.flush(now);
+    }
+
+    /// A hint that `node` may be gone (its connection broke): asks the shell
+    /// to check it, if it is a member.
+    pub fn hint(&mut self, node: ServerId) {
+        if let Some(n) = self.view.get(&node) {
+            self.out.push_back(Output::Check(*n));
+        }
     }
 
     /// Runs every timer due at `now`, and the alone check if due.
     pub fn tick(&mut self, now: Instant) {
         while self.timers.peek().is_some_and(|p| p.at <= now) {
             let Some(p) = self.timers.pop() else { break };
-            let r = self.swim.handle_timer(p.timer, &mut self.rt);
+            let indirect = match &p.timer {
+                Timer::SendIndirectProbe { probed_id, .. } => Some(*probed_id),
+                _ => None,
+            };
+            let next_probe = matches!(p.timer, Timer::ProbeRandomMember(_));
+            let mut r = self.swim.handle_timer(p.timer, &mut self.rt);
+            if next_probe {
+                // foca notes that the answered probe skipped its indirect
+                // stage, and goes on as usual: not an error.
+                if std::mem::take(&mut self.skipped_indirect) && matches!(r, Err(foca::Error::IncompleteProbeCycle)) {
+                    r = Ok(());
+                }
+            }
             self.check(r, "a timer");
+            let before = self.out.len();
             self.flush(now);
+            // Probed, unanswered, now asked of others: see whether it listens.
+            if let Some(n) = indirect
+                && self.out.range(before..).any(|o| matches!(o, Output::Send { .. }))
+                && self.view.get(&n.id) == Some(&n)
+            {
+                self.out.push_back(Output::Check(n));
+            }
+        }
+        if self.gossip_at.is_some_and(|g| g <= now) {
+            self.gossip_at = None;
+            if self.swim.updates_backlog() > 0 {
+                // foca's `gossip` goes to 3 members; a round reaches up to 9.
+                for _ in 0..GOSSIP_CALLS {
+                    let r = self.swim.gossip(&mut self.rt);
+                    self.check(r, "gossip");
+                }
+                self.flush(now);
+                if self.swim.updates_backlog() > 0 {
+                    self.gossip_at = Some(now + GOSSIP_EVERY);
+                }
+            }
         }
         if self.alone_at <= now {
             if self.swim.num_members() == 0 {
@@ -190,10 +405,12 @@ impl Driver {
                 }
                 self.out.push_back(Output::AnnounceGroup);
                 self.alone_every = (self.alone_every * 2).min(ALONE_MAX);
+                self.alone_at = now + self.alone_every;
             } else {
                 self.alone_every = ALONE_FIRST;
+                self.alone_at = now + CONNECTED_CHECK;
+                self.prune();
             }
-            self.alone_at = now + self.alone_every;
             self.flush(now);
         }
     }
@@ -226,6 +443,10 @@ impl Driver {
     /// Learns members from another member's [`Driver::snapshot`].
     pub fn apply(&mut self, now: Instant, members: Vec<Member<Node>>) {
         let n = members.len();
+        // Pulled over a connection we dialed: what it says of a member wins.
+        for m in &members {
+            self.learn(*m.id());
+        }
         let r = self.swim.apply_many(members.into_iter(), false, &mut self.rt);
         self.check(r, "a member list");
         debug!(members = n, "applied a member list pulled from a peer");
@@ -235,7 +456,7 @@ impl Driver {
     /// Tells the cluster this member leaves; send what [`Driver::poll_output`]
     /// then gives, and stop driving it.
     pub fn leave(&mut self, now: Instant) {
-        self.left = true;
+        self.leaving = true;
         let r = self.swim.leave_cluster(&mut self.rt);
         self.check(r, "leaving");
         self.flush(now);
@@ -263,6 +484,11 @@ impl Driver {
                 seq: self.seq,
                 timer,
             });
+        }
+        // News is gossiped at once, then every GOSSIP_EVERY while there is
+        // some; no timer runs while there is none.
+        if self.gossip_at.is_none() && self.swim.updates_backlog() > 0 {
+            self.gossip_at = Some(now);
         }
         while let Some(n) = self.rt.to_notify() {
             match n {
@@ -295,10 +521,22 @@ impl Driver {
                         "was declared down by the cluster; rejoined"
                     );
                     self.me = me;
+                    self.rejoined = true;
                 }
-                OwnedNotification::Defunct if self.left => debug!("left the cluster"),
+                OwnedNotification::Defunct if self.leaving => debug!("left the cluster"),
                 OwnedNotification::Defunct => warn!("declared down by the cluster and cannot rejoin"),
             }
+        }
+        // foca 2.0 renews its identity (`change_identity`) and stays
+        // "disconnected" with every timer cancelled, though it still has
+        // members: no probe, no announce ever again, unless a later update
+        // happens to reconnect it (two members of one side of a healed cut
+        // that renewed at once ignore each other for good). An empty
+        // `apply_many` reconnects it: it restarts the probe and announce timers.
+        if std::mem::take(&mut self.rejoined) {
+            let r = self.swim.apply_many(std::iter::empty(), true, &mut self.rt);
+            self.check(r, "reconnecting after a rejoin");
+            self.flush(now);
         }
     }
 
@@ -368,6 +606,8 @@ mod tests {
         side: Vec<u32>,
         /// Which member holds each address (the latest started there).
         at: HashMap<SocketAddr, usize>,
+        /// Every datagram sent, with its sender's address.
+        captured: Vec<(SocketAddr, Vec<u8>)>,
     }
 
     impl Net {
@@ -379,6 +619,7 @@ mod tests {
                 dead: Vec::new(),
                 side: Vec::new(),
                 at: HashMap::new(),
+                captured: Vec::new(),
             }
         }
 
@@ -412,18 +653,24 @@ mod tests {
                 for i in 0..self.members.len() {
                     while let Some(out) = self.members[i].0.poll_output() {
                         quiet = false;
+                        let from = self.members[i].0.me().addr;
                         let log = &mut self.members[i].1;
                         match out {
                             Output::Event(e) => log.events.push((self.now, e)),
                             Output::AnnounceGroup => log.group.push(self.now),
+                            // A host that is gone: the check answers nothing.
+                            Output::Check(_) => {}
                             Output::Send { to, data } => {
                                 log.sends.push((self.now, to.addr));
+                                if self.captured.len() < 10_000 {
+                                    self.captured.push((from, data.clone()));
+                                }
                                 if let Some(&j) = self.at.get(&to.addr)
                                     && !self.dead[j]
                                     && !self.dead[i]
                                     && self.side[j] == self.side[i]
                                 {
-                                    self.members[j].0.handle_data(self.t0 + self.now, &data);
+                                    let _ = self.members[j].0.handle_data(self.t0 + self.now, from, &data);
                                 }
                             }
                         }
@@ -488,11 +735,13 @@ mod tests {
         assert_eq!(net.events(b), vec![MemberEvent::Joined(na.id)]);
         assert!(net.members[a].0.take_view_changed());
         assert!(!net.members[a].0.take_view_changed());
-        // Idle, they stay together: one probe and its ack per period each.
+        // Idle, they stay together: one probe and its ack per period (800 ms)
+        // each, 2.5 datagrams/s (issue 9 halved it: it was 5 with 400 ms, and
+        // this range 40..=60).
         net.run_for(10 * SECOND);
         assert_eq!(net.events(a).len(), 1);
         let sent = net.members[a].1.sends.iter().filter(|s| s.0 >= SECOND).count();
-        assert!((40..=60).contains(&sent), "{sent} datagrams in 9 s");
+        assert!((20..=30).contains(&sent), "{sent} datagrams in 9 s");
         assert_eq!(net.members[a].0.errors(), 0);
     }
 
@@ -614,6 +863,75 @@ mod tests {
             }
             let events = net.events(i);
             assert_eq!(events.len(), 3 + 2 + 2, "member {i}: {events:?}");
+        }
+    }
+
+    /// Single-bit-flipped copies of real member-to-member datagrams, sent to
+    /// one member with their real sender's address (the worst case: a
+    /// spoofed source) and from a stranger's: no real member's address
+    /// changes, phantoms go, and every view holds exactly the real members.
+    #[test]
+    fn bit_flipped_datagrams_neither_rewrite_members_nor_split_the_cluster() {
+        let mut net = Net::new();
+        let n: Vec<Node> = (1..=3).map(|i| node(i, 1)).collect();
+        for (i, me) in n.iter().enumerate() {
+            net.start(*me, &n[..i.min(1)]);
+        }
+        net.run_until(SECOND, |net| (0..3).all(|i| net.view(i).len() == 2))
+            .expect("joined");
+        net.run_for(5 * SECOND);
+        let real: Vec<(SocketAddr, Vec<u8>)> = net
+            .captured
+            .iter()
+            .filter(|(from, _)| *from != n[0].addr)
+            .cloned()
+            .collect();
+        assert!(real.len() > 20, "{} datagrams to corrupt", real.len());
+        let stranger = SocketAddr::from(([10, 9, 9, 9], 4000));
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut dropped = 0;
+        for k in 0..600 {
+            let (from, data) = &real[k % real.len()];
+            let mut bad = data.clone();
+            let bit = rand::RngExt::random_range(&mut rng, 0..bad.len() * 8);
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let src = if k % 2 == 0 { *from } else { stranger };
+            let t = net.t0 + net.now;
+            if net.members[0].0.handle_data(t, src, &bad).is_err() {
+                dropped += 1;
+            }
+            // A real member's address never changes, in any view.
+            for i in 0..3 {
+                for (id, seen) in net.members[i].0.view() {
+                    if let Some(m) = n.iter().find(|m| m.id == *id) {
+                        assert_eq!(seen.addr, m.addr, "member {i}'s view of {id} after datagram {k}");
+                    }
+                }
+            }
+            if k % 20 == 0 {
+                net.run_for(100 * MS);
+            }
+        }
+        assert!(dropped > 300, "only {dropped} of 600 dropped");
+        // Phantoms that slipped through never answer: they go, the real
+        // members stay (a member the corruption made others suspect or
+        // declare down rejoins renewed).
+        let ok = net.run_until(20 * SECOND, |net| {
+            (0..3).all(|i| {
+                let v = net.view(i);
+                v.len() == 2 && v.iter().all(|id| n.iter().any(|m| m.id == *id))
+            })
+        });
+        assert!(
+            ok.is_some(),
+            "views: {:?}",
+            (0..3).map(|i| net.view(i)).collect::<Vec<_>>()
+        );
+        for i in 0..3 {
+            for (id, seen) in net.members[i].0.view() {
+                let j = n.iter().position(|m| m.id == *id).unwrap();
+                assert_eq!(*seen, net.members[j].0.me(), "member {i}'s view of {j}");
+            }
         }
     }
 }

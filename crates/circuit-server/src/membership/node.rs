@@ -74,6 +74,11 @@ impl foca::Identity for Node {
     }
 }
 
+/// How often a member probes another.
+pub const PROBE_PERIOD: Duration = Duration::from_millis(800);
+/// How long a suspect member has to refute the suspicion.
+pub const SUSPICION: Duration = Duration::from_millis(500);
+
 /// SWIM timing, for a cluster of up to about `cluster_size_hint` members.
 ///
 /// Idle traffic does not depend on the cluster size: a member probes one
@@ -106,10 +111,10 @@ impl foca::Identity for Node {
 pub fn swim_config(cluster_size_hint: u32) -> foca::Config {
     let n = cluster_size_hint.max(1);
     let mut c = foca::Config::new_lan(std::num::NonZeroU32::new(n).unwrap());
-    c.probe_period = Duration::from_millis(400);
+    c.probe_period = PROBE_PERIOD;
     c.probe_rtt = Duration::from_millis(150);
     c.num_indirect_probes = NonZeroUsize::new(3).unwrap();
-    c.suspect_to_down_after = Duration::from_millis(700);
+    c.suspect_to_down_after = SUSPICION;
     c.max_transmissions = max_transmissions(n);
     // Forget dead members after a while, so announcing to them stays bounded.
     c.remove_down_after = Some(Duration::from_secs(120));
@@ -124,10 +129,9 @@ pub fn swim_config(cluster_size_hint: u32) -> foca::Config {
         frequency: Duration::from_secs(2),
         num_members: NonZeroUsize::new(1).unwrap(),
     });
-    c.periodic_gossip = Some(foca::PeriodicParams {
-        frequency: Duration::from_millis(50),
-        num_members: NonZeroUsize::new(8).unwrap(),
-    });
+    // Gossip is the driver's: it runs only while there is news (foca's
+    // periodic gossip wakes the member every 50 ms even when idle).
+    c.periodic_gossip = None;
     c
 }
 

@@ -15,7 +15,7 @@ use circuit_proto::{Key, ServerId};
 use foca::Member;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 pub use super::driver::MemberEvent;
 use super::driver::{Driver, Output};
@@ -24,8 +24,17 @@ use super::node::{Node, swim_config};
 const MAGIC: &[u8; 4] = b"CRM1";
 const PURPOSE: &str = "membership";
 
+/// How long a liveness check (a TCP connect to a member) may take; a member
+/// that does not answer in time is left to SWIM's own probes.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+/// Dropped datagrams are logged at most this often, as a count.
+const DROPPED_LOG_EVERY: Duration = Duration::from_secs(10);
+
 enum Cmd {
     Join(Node),
+    Announce(Node),
+    Hint(ServerId),
+    Refused(Node),
     Leave(oneshot::Sender<()>),
     Snapshot(oneshot::Sender<Vec<Member<Node>>>),
     Apply(Vec<Member<Node>>),
@@ -51,6 +60,14 @@ impl Membership {
         seeds: Vec<Node>,
         group: Option<(UdpSocket, SocketAddrV4)>,
     ) -> Membership {
+        if key.is_none() && !me.addr.ip().is_loopback() {
+            warn!(
+                addr = %me.addr,
+                "NO CLUSTER KEY on a non-loopback address: anyone who can reach {} (TCP and UDP) can join this cluster, \
+                 forge its membership and run processes as this server's user; give every server a key file (-hmac FILE)",
+                me.addr
+            );
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let view = Arc::new(RwLock::new(BTreeMap::new()));
         let (events, _) = broadcast::channel(1024);
@@ -69,6 +86,9 @@ impl Membership {
             group,
             view,
             events,
+            cmd: m.cmd.clone(),
+            dropped: 0,
+            dropped_logged: None,
         };
         tokio::spawn(task.run(driver, rx));
         m
@@ -102,6 +122,17 @@ impl Membership {
     /// Merges our cluster with the one `node` is in.
     pub fn join(&self, node: Node) {
         let _ = self.cmd.send(Cmd::Join(node));
+    }
+
+    /// Announces this server to `node` once (it does not list us).
+    pub fn announce(&self, node: Node) {
+        let _ = self.cmd.send(Cmd::Announce(node));
+    }
+
+    /// A hint that member `id` may be gone (a connection to it broke): it is
+    /// checked at once, and declared down if nothing listens at its address.
+    pub fn hint(&self, id: ServerId) {
+        let _ = self.cmd.send(Cmd::Hint(id));
     }
 
     /// Leaves the cluster: tells the others, so they see us go at once.
@@ -139,6 +170,12 @@ struct Task {
     group: Option<(UdpSocket, SocketAddrV4)>,
     view: Arc<RwLock<BTreeMap<ServerId, Node>>>,
     events: broadcast::Sender<MemberEvent>,
+    /// The task's own inbox, for the answers of liveness checks.
+    cmd: mpsc::UnboundedSender<Cmd>,
+    /// Datagrams dropped since the last log line, and when that was.
+    dropped: u64,
+    /// When a dropped datagram was last logged (the first is logged at once).
+    dropped_logged: Option<tokio::time::Instant>,
 }
 
 /// The current time, from tokio's clock (so a paused test clock applies).
@@ -150,21 +187,29 @@ impl Task {
     async fn run(mut self, mut driver: Driver, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
         let mut buf = vec![0u8; MAX_DATAGRAM + 64];
         let mut gbuf = vec![0u8; MAX_DATAGRAM];
-        let mut unsealed = Unsealed::default();
         loop {
             let deadline = tokio::time::Instant::from_std(driver.next_deadline());
             tokio::select! {
                 r = self.sock.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r {
-                        match beacon::open_bytes(MAGIC, PURPOSE, &buf[..n], self.key.as_ref()) {
-                            Some(body) => driver.handle_data(now(), &body),
-                            None => unsealed.note(from),
+                        let ok = match beacon::open_bytes(MAGIC, PURPOSE, &buf[..n], self.key.as_ref()) {
+                            Some(body) => driver.handle_data(now(), from, &body).is_ok(),
+                            None => {
+                                debug!(%from, "ignored a membership datagram not sealed with our key");
+                                false
+                            }
+                        };
+                        if !ok {
+                            self.count_dropped(from);
                         }
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => driver.tick(now()),
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Join(node)) => driver.join(now(), node),
+                    Some(Cmd::Announce(node)) => driver.announce(now(), node),
+                    Some(Cmd::Hint(id)) => driver.hint(id),
+                    Some(Cmd::Refused(node)) => driver.refused(now(), node),
                     Some(Cmd::Snapshot(reply)) => { let _ = reply.send(driver.snapshot()); }
                     Some(Cmd::Apply(members)) => driver.apply(now(), members),
                     Some(Cmd::Leave(done)) => {
@@ -199,6 +244,17 @@ impl Task {
         }
     }
 
+    /// Counts a dropped datagram; logs the count at most every 10 s.
+    fn count_dropped(&mut self, from: SocketAddr) {
+        self.dropped += 1;
+        let t = tokio::time::Instant::now();
+        if self.dropped_logged.is_none_or(|last| t >= last + DROPPED_LOG_EVERY) {
+            warn!(last_from = %from, count = self.dropped, "ignored membership datagrams that did not open or did not agree with what we know (forged, corrupted, not sealed with our key, or claiming a known server's address)");
+            self.dropped = 0;
+            self.dropped_logged = Some(t);
+        }
+    }
+
     /// Carries out what the driver asked: publishes its view, sends its
     /// datagrams, then its events (so a subscriber finds a joined member).
     async fn carry_out(&mut self, driver: &mut Driver) {
@@ -228,6 +284,14 @@ impl Task {
                 Output::Event(e) => {
                     let _ = self.events.send(e);
                 }
+                Output::Check(node) => {
+                    let cmd = self.cmd.clone();
+                    tokio::spawn(async move {
+                        if listens(&node).await == Some(false) {
+                            let _ = cmd.send(Cmd::Refused(node));
+                        }
+                    });
+                }
             }
         }
     }
@@ -240,30 +304,20 @@ async fn recv_group(group: &Option<(UdpSocket, SocketAddrV4)>, buf: &mut [u8]) -
     }
 }
 
-/// Datagrams that did not open (forged, corrupted, or not sealed with our
-/// key), logged as a count: the first at once, then one line per
-/// [`UNSEALED_EVERY`] at most, so a flood cannot flood the log.
-#[derive(Default)]
-struct Unsealed {
-    last_line: Option<std::time::Instant>,
-    since: u64,
-}
-
-/// The least time between two lines about unopened membership datagrams.
-const UNSEALED_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl Unsealed {
-    fn note(&mut self, from: std::net::SocketAddr) {
-        self.since += 1;
-        let now = now();
-        if self.last_line.is_some_and(|t| now.duration_since(t) < UNSEALED_EVERY) {
-            return;
+/// Whether something listens at `node`'s address: `Some(false)` when its host
+/// refused the connection (the server is dead, its host alive), `Some(true)`
+/// when it accepted, `None` when it could not tell (no answer in time).
+async fn listens(node: &Node) -> Option<bool> {
+    match tokio::time::timeout(CHECK_TIMEOUT, tokio::net::TcpStream::connect(node.addr)).await {
+        Ok(Ok(_)) => Some(true),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            info!(peer = %node.id, addr = %node.addr, "member check: connection refused");
+            Some(false)
         }
-        self.last_line = Some(now);
-        tracing::warn!(
-            peer = %from,
-            count = std::mem::take(&mut self.since),
-            "ignored membership datagrams that did not open (forged, corrupted, or not sealed with our key)"
-        );
+        Ok(Err(e)) => {
+            debug!(peer = %node.id, error = %e, "member check failed");
+            None
+        }
+        Err(_) => None,
     }
 }

@@ -3,7 +3,7 @@
 //! stream and a stream to the owner, whatever the request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use circuit_proto::conn::{self, Control, StreamHandle};
@@ -15,15 +15,32 @@ use tracing::{debug, info};
 
 use crate::State;
 use crate::membership::node::Node;
-use crate::membership::swim::MemberEvent;
+use crate::membership::swim::{MemberEvent, Membership};
 
 /// How long dialing a member may take before it counts as unreachable.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A full exchange of member lists with one random member this often (with
+/// up to a quarter more at random, so servers do not pull in step): it heals
+/// a view split by lost or forged datagrams.
+pub const PULL_EVERY: Duration = Duration::from_secs(15);
+
+/// Where a broken connection is reported, and what owns the watch on it.
+struct Watch {
+    members: Arc<Membership>,
+    tasks: tokio_util::task::TaskTracker,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+type Conns = HashMap<ServerId, (u64, Control)>;
+
 /// Open connections to other members.
 pub struct Peers {
     key: Option<Key>,
-    conns: Mutex<HashMap<ServerId, Control>>,
+    /// Each with a number, so a connection's watch knows whether it was replaced.
+    conns: Arc<Mutex<Conns>>,
+    next: std::sync::atomic::AtomicU64,
+    watch: OnceLock<Watch>,
 }
 
 fn unreachable(node: &Node, why: impl std::fmt::Display) -> WireError {
@@ -41,8 +58,49 @@ impl Peers {
     pub fn new(key: Option<Key>) -> Peers {
         Peers {
             key,
-            conns: Mutex::new(HashMap::new()),
+            conns: Arc::new(Mutex::new(HashMap::new())),
+            next: std::sync::atomic::AtomicU64::new(0),
+            watch: OnceLock::new(),
         }
+    }
+
+    /// From now on, a connection to a member that breaks is a hint to
+    /// `members` that the member may be gone (see [`Membership::hint`]).
+    fn watch_with(&self, members: Arc<Membership>, rt: &crate::elements::Runtime) {
+        let _ = self.watch.set(Watch {
+            members,
+            tasks: rt.tasks.clone(),
+            shutdown: rt.shutdown.clone(),
+        });
+    }
+
+    /// Watches a new connection: when it closes while still ours (no one
+    /// forgot it), the member is checked at once. A server killed with a
+    /// connection open is gone from the cluster in milliseconds, not after
+    /// SWIM's probes and suspicion.
+    fn watch_conn(&self, id: ServerId, n: u64, ctl: &Control) {
+        let Some(w) = self.watch.get() else { return };
+        let closed = ctl.closed();
+        let (conns, members, shutdown) = (Arc::downgrade(&self.conns), w.members.clone(), w.shutdown.clone());
+        w.tasks.spawn(async move {
+            tokio::select! {
+                _ = closed => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let Some(conns) = conns.upgrade() else { return };
+            let ours = {
+                let mut conns = conns.lock().unwrap();
+                let ours = conns.get(&id).is_some_and(|c| c.0 == n);
+                if ours {
+                    conns.remove(&id);
+                }
+                ours
+            };
+            if ours && members.get(id).is_some() {
+                info!(peer = %id, "connection to member broke: checking it");
+                members.hint(id);
+            }
+        });
     }
 
     async fn dial(&self, node: &Node) -> Result<Control, WireError> {
@@ -59,7 +117,7 @@ impl Peers {
 
     /// A new stream to `node`, over the existing connection if there is one.
     pub async fn open(&self, node: &Node) -> Result<StreamHandle, WireError> {
-        let existing = self.conns.lock().unwrap().get(&node.id).cloned();
+        let existing = self.conns.lock().unwrap().get(&node.id).map(|c| c.1.clone());
         if let Some(mut ctl) = existing {
             if let Ok(s) = ctl.open_stream().await {
                 return Ok(s);
@@ -68,7 +126,9 @@ impl Peers {
         }
         let mut ctl = self.dial(node).await?;
         let s = ctl.open_stream().await.map_err(|e| unreachable(node, e))?;
-        self.conns.lock().unwrap().insert(node.id, ctl);
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.watch_conn(node.id, n, &ctl);
+        self.conns.lock().unwrap().insert(node.id, (n, ctl));
         Ok(s)
     }
 
@@ -83,14 +143,31 @@ impl Peers {
 /// member it meets: one announce only brings back as many members as fit in
 /// a datagram, and gossip would take long to tell the rest.
 /// Runs on the server's tracker until the server stops.
+///
+/// Also, every [`PULL_EVERY`] (plus up to a quarter at random), pulls the
+/// list of one random member; if that member does not list this server, it
+/// is announced to (the exchange goes both ways, like memberlist's
+/// push/pull). And a pooled connection that breaks is a hint to membership.
 pub fn forget_the_departed(state: Arc<State>) {
+    state.peers.watch_with(state.ctx.members.clone(), &state.ctx.rt);
     let mut events = state.ctx.members.subscribe();
     let (rt, tracker) = (state.ctx.rt.clone(), state.ctx.rt.tasks.clone());
     tracker.spawn(async move {
         let mut pulled = false;
+        let mut next_pull = tokio::time::Instant::now() + pull_pause();
         loop {
             let next = tokio::select! {
                 e = events.recv() => e,
+                _ = tokio::time::sleep_until(next_pull) => {
+                    next_pull = tokio::time::Instant::now() + pull_pause();
+                    let members = state.ctx.members.members();
+                    if !members.is_empty() {
+                        let node = members[(ServerId::random().0 % members.len() as u64) as usize];
+                        let state = state.clone();
+                        rt.tasks.spawn(async move { pull(&state, &node).await });
+                    }
+                    continue;
+                }
                 _ = state.ctx.rt.shutdown.cancelled() => return,
             };
             match next {
@@ -146,17 +223,31 @@ pub async fn ask(state: &State, node: &Node, req: &Request) -> Response {
     }
 }
 
-/// Fetches `node`'s member list and hands it to our membership.
+/// [`PULL_EVERY`] and up to a quarter more.
+fn pull_pause() -> Duration {
+    let spread = PULL_EVERY.as_millis() as u64 / 4;
+    PULL_EVERY + Duration::from_millis(ServerId::random().0 % spread.max(1))
+}
+
+/// Fetches `node`'s member list and hands it to our membership; if `node`
+/// does not list this server, announces this server to it.
 async fn pull(state: &State, node: &Node) {
     let req = Request::new(circuit_proto::Path::server(node.id), circuit_proto::ServerOp::Members);
     match ask(state, node, &req).await {
         Ok(circuit_proto::Reply::Members(members)) => {
-            info!(peer = %node.id, members = members.len(), "pulled the member list");
-            let members = members
+            let members: Vec<_> = members
                 .into_iter()
                 .map(crate::elements::server::member_from_wire)
                 .collect();
+            let me = state.ctx.members.me().id;
+            let knows_us = members
+                .iter()
+                .any(|m: &foca::Member<Node>| m.id().id == me && m.state() != foca::State::Down);
+            info!(peer = %node.id, members = members.len(), knows_us, "pulled the member list");
             state.ctx.members.apply(members);
+            if !knows_us {
+                state.ctx.members.announce(*node);
+            }
         }
         Ok(_) => {}
         Err(e) => debug!(peer = %node.id, error = %e, "could not pull the member list"),
