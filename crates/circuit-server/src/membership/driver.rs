@@ -580,6 +580,19 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
     const SECOND: Duration = Duration::from_secs(1);
 
+    /// `k` drivers, the first the seed of the others, joined (every view full).
+    fn joined(k: u8) -> (Net, Vec<Node>) {
+        let mut net = Net::new();
+        let n: Vec<Node> = (1..=k).map(|i| node(i, 1)).collect();
+        for (i, me) in n.iter().enumerate() {
+            net.start(*me, &n[..i.min(1)]);
+        }
+        let k = usize::from(k);
+        net.run_until(SECOND, |net| (0..k).all(|i| net.view(i).len() == k - 1))
+            .expect("joined");
+        (net, n)
+    }
+
     fn node(i: u8, started: u64) -> Node {
         Node {
             id: ServerId(1000 * started + u64::from(i)),
@@ -747,13 +760,7 @@ mod tests {
 
     #[test]
     fn a_dead_member_leaves_every_view_within_the_swim_timing() {
-        let mut net = Net::new();
-        let n: Vec<Node> = (1..=3).map(|i| node(i, 1)).collect();
-        for (i, me) in n.iter().enumerate() {
-            net.start(*me, &n[..i.min(1)]);
-        }
-        net.run_until(SECOND, |net| (0..3).all(|i| net.view(i).len() == 2))
-            .expect("joined");
+        let (mut net, n) = joined(3);
         net.run_for(5 * SECOND);
         net.kill(2);
         let gone = net
@@ -835,13 +842,7 @@ mod tests {
 
     #[test]
     fn a_cut_heals_and_views_hold_the_renewed_identities() {
-        let mut net = Net::new();
-        let n: Vec<Node> = (1..=4).map(|i| node(i, 1)).collect();
-        for (i, me) in n.iter().enumerate() {
-            net.start(*me, &n[..i.min(1)]);
-        }
-        net.run_until(SECOND, |net| (0..4).all(|i| net.view(i).len() == 3))
-            .expect("joined");
+        let (mut net, n) = joined(4);
         net.run_for(3 * SECOND);
         net.side = vec![0, 0, 1, 1];
         net.run_until(10 * SECOND, |net| (0..4).all(|i| net.view(i).len() == 1))
@@ -872,13 +873,7 @@ mod tests {
     /// changes, phantoms go, and every view holds exactly the real members.
     #[test]
     fn bit_flipped_datagrams_neither_rewrite_members_nor_split_the_cluster() {
-        let mut net = Net::new();
-        let n: Vec<Node> = (1..=3).map(|i| node(i, 1)).collect();
-        for (i, me) in n.iter().enumerate() {
-            net.start(*me, &n[..i.min(1)]);
-        }
-        net.run_until(SECOND, |net| (0..3).all(|i| net.view(i).len() == 2))
-            .expect("joined");
+        let (mut net, n) = joined(3);
         net.run_for(5 * SECOND);
         let real: Vec<(SocketAddr, Vec<u8>)> = net
             .captured
