@@ -143,7 +143,9 @@ impl MuxError {
     fn of(e: &yamux::ConnectionError) -> Option<MuxError> {
         use yamux::ConnectionError as E;
         match e {
-            E::Io(_) | E::Closed => None,
+            // A socket closed or reset mid-frame (a client killed, or
+            // `circuit stdout | head`) is an end, not a protocol error.
+            E::Io(_) | E::Closed | E::Decode(yamux::FrameDecodeError::Io(_)) => None,
             E::Decode(d) => Some(MuxError(format!("undecodable multiplexer frame: {d}"))),
             E::TooManyStreams => Some(MuxError(format!("more than {MAX_STREAMS} streams open at once"))),
             E::NoMoreStreamIds => Some(MuxError("stream ids used up".into())),
@@ -326,4 +328,19 @@ pub async fn respond(stream: &mut StreamHandle, resp: &Response) -> Result<(), F
 /// Closes our side of a stream after the last byte.
 pub async fn finish(stream: &mut StreamHandle) {
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reset_socket_is_an_end_not_a_protocol_error() {
+        use yamux::{ConnectionError as E, FrameDecodeError as D};
+        let reset = || io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(MuxError::of(&E::Decode(D::Io(reset()))).is_none());
+        assert!(MuxError::of(&E::Io(reset())).is_none());
+        let big = MuxError::of(&E::Decode(D::FrameTooLarge(1 << 30))).expect("a protocol error");
+        assert!(big.to_string().contains("undecodable multiplexer frame"), "{big}");
+    }
 }
