@@ -33,6 +33,22 @@ fn view(net: &Net, host: usize, srv: &TestServer) -> BTreeSet<String> {
     stdout(&o).lines().map(String::from).collect()
 }
 
+/// Three servers on hosts 0, 1 and 2, the last two joined to the first,
+/// once every host lists all three; with the set of their paths.
+fn three_joined(net: &Net) -> (TestServer, TestServer, TestServer, BTreeSet<String>) {
+    let s0 = start_in(net, 0, &[]);
+    let s1 = start_in(net, 1, &["-j", &s0.url]);
+    let s2 = start_in(net, 2, &["-j", &s0.url]);
+    let all = ids([&s0, &s1, &s2]);
+    for (h, s) in [&s0, &s1, &s2].into_iter().enumerate() {
+        assert!(
+            eventually(Duration::from_secs(10), || view(net, h, s) == all),
+            "host {h} never saw all three"
+        );
+    }
+    (s0, s1, s2, all)
+}
+
 fn ids<'a>(servers: impl IntoIterator<Item = &'a TestServer>) -> BTreeSet<String> {
     servers.into_iter().map(|s| s.id.clone()).collect()
 }
@@ -117,12 +133,7 @@ fn a_server_with_another_key_is_not_discovered() {
 #[test]
 fn killed_and_cut_off_servers_leave_every_view_and_healed_ones_return() {
     let Some(net) = Net::new(3) else { return };
-    let s0 = start_in(&net, 0, &[]);
-    let s1 = start_in(&net, 1, &["-j", &s0.url]);
-    let mut s2 = start_in(&net, 2, &["-j", &s0.url]);
-    let all = ids([&s0, &s1, &s2]);
-    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0) == all
-        && view(&net, 1, &s1) == all));
+    let (s0, s1, mut s2, _) = three_joined(&net);
 
     // kill -9: gone from every view.
     s2.child.kill().unwrap();
@@ -177,13 +188,7 @@ fn two_clusters_merge_with_join() {
 #[test]
 fn requests_are_forwarded_to_the_owner_streams_included() {
     let Some(net) = Net::new(3) else { return };
-    let s0 = start_in(&net, 0, &[]);
-    let s1 = start_in(&net, 1, &["-j", &s0.url]);
-    let s2 = start_in(&net, 2, &["-j", &s0.url]);
-    let all = ids([&s0, &s1, &s2]);
-    for (h, s) in [&s0, &s1, &s2].into_iter().enumerate() {
-        assert!(eventually(Duration::from_secs(10), || view(&net, h, s) == all));
-    }
+    let (s0, s1, s2, _) = three_joined(&net);
 
     // A process on host 2, made, fed and read through other hosts' servers.
     let p = format!("{}/cat", s2.id);
@@ -369,12 +374,7 @@ fn output_cut_short_by_a_dead_owner_is_an_error() {
 #[test]
 fn a_broken_connection_to_a_killed_server_declares_it_down_at_once() {
     let Some(net) = Net::new(3) else { return };
-    let s0 = start_in(&net, 0, &[]);
-    let s1 = start_in(&net, 1, &["-j", &s0.url]);
-    let mut s2 = start_in(&net, 2, &["-j", &s0.url]);
-    let all = ids([&s0, &s1, &s2]);
-    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0) == all
-        && view(&net, 1, &s1) == all));
+    let (s0, s1, mut s2, _) = three_joined(&net);
     // s0 forwards to s2: it now holds a connection to it.
     ok(net.cli(0, &["peek", "-d", &s0.url, &s2.id]));
     s2.child.kill().unwrap();
@@ -394,15 +394,7 @@ fn a_broken_connection_to_a_killed_server_declares_it_down_at_once() {
 #[test]
 fn busy_hosts_make_no_member_leave() {
     let Some(net) = Net::new(3) else { return };
-    let s0 = start_in(&net, 0, &[]);
-    let s1 = start_in(&net, 1, &["-j", &s0.url]);
-    let s2 = start_in(&net, 2, &["-j", &s0.url]);
-    let all = ids([&s0, &s1, &s2]);
-    assert!(eventually(Duration::from_secs(10), || (0..3).all(|h| view(
-        &net,
-        h,
-        [&s0, &s1, &s2][h]
-    ) == all)));
+    let (s0, s1, s2, all) = three_joined(&net);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hogs: Vec<common::netns::Proc> = (0..2 * cores)
         .map(|i| {
