@@ -99,24 +99,15 @@ fn main() {
         .expect("joined");
         joins.push(up);
         std::thread::sleep(Duration::from_millis(500));
-        s2.child.kill().unwrap();
-        let t = Instant::now();
-        let _ = s2.child.wait();
-        until(Duration::from_secs(15), || {
-            !view(&net, 0, &s0).contains(&s2.id) && !view(&net, 1, &s1).contains(&s2.id)
-        })
-        .expect("detected");
-        deaths.push(t.elapsed());
+        deaths.push(kill_until_gone(&net, &s0, &s1, &mut s2));
     }
-    println!(
-        "3 hosts: new server visible everywhere (from its URL on stdout): median {:.0} ms (runs {:?})",
-        median(joins.clone()).as_secs_f64() * 1e3,
-        joins.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    print_runs(
+        "3 hosts: new server visible everywhere (from its URL on stdout)",
+        &joins,
     );
-    println!(
-        "3 hosts: killed server gone from every view, no connection to it: median {:.0} ms (runs {:?})",
-        median(deaths.clone()).as_secs_f64() * 1e3,
-        deaths.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    print_runs(
+        "3 hosts: killed server gone from every view, no connection to it",
+        &deaths,
     );
 
     // The same with a live connection to it from both others (each
@@ -133,19 +124,11 @@ fn main() {
             assert!(o.status.success(), "peek through host {h}");
         }
         std::thread::sleep(Duration::from_millis(300));
-        s2.child.kill().unwrap();
-        let t = Instant::now();
-        let _ = s2.child.wait();
-        until(Duration::from_secs(15), || {
-            !view(&net, 0, &s0).contains(&s2.id) && !view(&net, 1, &s1).contains(&s2.id)
-        })
-        .expect("detected");
-        deaths.push(t.elapsed());
+        deaths.push(kill_until_gone(&net, &s0, &s1, &mut s2));
     }
-    println!(
-        "3 hosts: killed server gone from every view, live connections to it: median {:.0} ms (runs {:?})",
-        median(deaths.clone()).as_secs_f64() * 1e3,
-        deaths.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    print_runs(
+        "3 hosts: killed server gone from every view, live connections to it",
+        &deaths,
     );
 
     drop((s0, s1));
@@ -266,4 +249,25 @@ fn forwarding() {
             (f.as_secs_f64() - d.as_secs_f64()) * 1e6
         );
     });
+}
+
+/// Kills `s2` (kill -9) and times until neither `s0` nor `s1` lists it.
+fn kill_until_gone(net: &Net, s0: &TestServer, s1: &TestServer, s2: &mut TestServer) -> Duration {
+    s2.child.kill().unwrap();
+    let t = Instant::now();
+    let _ = s2.child.wait();
+    until(Duration::from_secs(15), || {
+        !view(net, 0, s0).contains(&s2.id) && !view(net, 1, s1).contains(&s2.id)
+    })
+    .expect("detected");
+    t.elapsed()
+}
+
+/// Prints the median of `runs` and every run, in ms.
+fn print_runs(what: &str, runs: &[Duration]) {
+    println!(
+        "{what}: median {:.0} ms (runs {:?})",
+        median(runs.to_vec()).as_secs_f64() * 1e3,
+        runs.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    );
 }
