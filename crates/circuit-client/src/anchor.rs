@@ -82,7 +82,10 @@ impl Anchor {
     /// The element's status as JSON text (`null` for an empty anchor), as
     /// `circuit peek` prints it (compact).
     pub async fn peek_json(&self) -> Result<String, Error> {
-        Ok(self.peek().await?.to_string())
+        match self.stat().await? {
+            None => Ok("null".into()),
+            Some(s) => serde_json::to_string(&s).map_err(|e| Error::Protocol(e.to_string())),
+        }
     }
 
     /// The element's status as a JSON value (`Null` for an empty anchor): a

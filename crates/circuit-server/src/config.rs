@@ -183,15 +183,9 @@ impl Server {
     }
 }
 
-/// `reloadconfig /X…`: reads the config file again and applies the
-/// difference; answers the [`ReloadReport`] as JSON.
-pub fn reload(state: &Arc<State>, path: &Path) -> Response {
-    if !path.is_server_root() {
-        return Err(WireError::new(
-            ErrorKind::Invalid,
-            format!("reloadconfig needs a server path like /{}, not {path}", state.ctx.id),
-        ));
-    }
+/// `reloadconfig /X…` (the server's root; `elements::server` checks it):
+/// reads the config file again and applies the difference.
+pub fn reload(state: &Arc<State>) -> Response {
     let Some(file) = &state.config.config_file else {
         return Err(WireError::new(
             ErrorKind::Invalid,

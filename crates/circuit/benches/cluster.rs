@@ -230,12 +230,12 @@ fn forwarding() {
         let direct = cb.walk(&b.id).unwrap();
         let measure = async |anchor: &circuit_client::Anchor| {
             for _ in 0..1000 {
-                anchor.peek_json().await.unwrap();
+                anchor.stat().await.unwrap();
             }
             let mut v = Vec::with_capacity(10_000);
             for _ in 0..10_000 {
                 let t = Instant::now();
-                anchor.peek_json().await.unwrap();
+                anchor.stat().await.unwrap();
                 v.push(t.elapsed());
             }
             median(v)

@@ -82,12 +82,12 @@ fn main() {
         let c = circuit_client::Client::dial(&plain.url, None).await.unwrap();
         let a = c.walk(&plain.id).unwrap();
         for _ in 0..1000 {
-            a.peek_json().await.unwrap();
+            a.stat().await.unwrap();
         }
         let mut v = Vec::with_capacity(20_000);
         for _ in 0..20_000 {
             let t = Instant::now();
-            a.peek_json().await.unwrap();
+            a.stat().await.unwrap();
             v.push(t.elapsed());
         }
         let (m, p) = median(v);
@@ -97,7 +97,7 @@ fn main() {
             let a = a.clone();
             tasks.push(tokio::spawn(async move {
                 for _ in 0..1000 {
-                    a.peek_json().await.unwrap();
+                    a.stat().await.unwrap();
                 }
             }));
         }
@@ -132,7 +132,7 @@ fn main() {
         let mut v = Vec::with_capacity(20_000);
         for _ in 0..20_000 {
             let t = Instant::now();
-            a.peek_json().await.unwrap();
+            a.stat().await.unwrap();
             v.push(t.elapsed());
         }
         median(v).0

@@ -81,7 +81,7 @@ async fn run(label: &str, key: Option<&Key>, keyfile: Option<&str>, conns: usize
     let mut clients = Vec::with_capacity(conns);
     for _ in 0..conns {
         let c = Client::dial(&srv.url, key).await.unwrap();
-        c.walk(&srv.id).unwrap().peek_json().await.unwrap();
+        c.walk(&srv.id).unwrap().stat().await.unwrap();
         clients.push(c);
     }
     let peak = rss_kib(pid);
@@ -114,7 +114,7 @@ async fn run(label: &str, key: Option<&Key>, keyfile: Option<&str>, conns: usize
         tasks.push(tokio::spawn(async move {
             let a = c.walk(&id).unwrap();
             for _ in 0..requests / 8 {
-                a.peek_json().await.unwrap();
+                a.stat().await.unwrap();
             }
         }));
     }

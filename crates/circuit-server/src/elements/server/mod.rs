@@ -62,7 +62,7 @@ pub async fn serve(state: &Arc<State>, path: &Path, op: ServerOp, stream: &mut S
                 .map(member_to_wire)
                 .collect(),
         )),
-        ServerOp::ReloadConfig => crate::config::reload(state, path),
+        ServerOp::ReloadConfig => crate::config::reload(state),
     })
 }
 
