@@ -8,8 +8,8 @@ mod route;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use circuit_proto::conn::{self, StreamHandle};
 use circuit_proto::frame::{self, FrameError, MAX_REQUEST};
@@ -147,11 +147,35 @@ impl Drop for Counted {
 }
 
 /// Streams being served on one connection; the connection is idle at 0.
-#[derive(Default)]
+/// Requests only count and stamp (two atomics); the connection's one timer
+/// is re-armed when it fires, never per request.
 struct Active {
     n: AtomicUsize,
-    /// Told when `n` falls to 0 (a stored permit, so no wake-up is lost).
-    idle: tokio::sync::Notify,
+    /// When `n` last fell to 0, in ms since `epoch`.
+    idle_since: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Active {
+    fn default() -> Active {
+        Active {
+            n: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Active {
+    /// When the connection may be closed if it stays idle, or `None` if it
+    /// is idle longer than `timeout` already.
+    fn close_at(&self, timeout: Duration) -> Option<Instant> {
+        let busy = self.n.load(Ordering::SeqCst) > 0;
+        let since = self.epoch + Duration::from_millis(self.idle_since.load(Ordering::SeqCst));
+        let from = if busy { Instant::now() } else { since };
+        let at = from + timeout;
+        (busy || at > Instant::now()).then_some(at)
+    }
 }
 
 /// One stream being served; uncounted on drop.
@@ -166,9 +190,9 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if self.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_one();
-        }
+        let ms = self.0.epoch.elapsed().as_millis() as u64;
+        self.0.idle_since.store(ms, Ordering::SeqCst);
+        self.0.n.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -218,15 +242,41 @@ const TRIM_AFTER: Duration = Duration::from_millis(500);
 /// page of every arena. It runs once per burst, [`TRIM_AFTER`] after the
 /// last activity, so an idle server never wakes for it and a busy one never
 /// pays for it mid-burst.
-#[derive(Default)]
 struct Trimmer {
-    activity: tokio::sync::Notify,
+    /// Told on the first activity after a trim (a stored permit).
+    woken: tokio::sync::Notify,
+    /// True from that first activity until the trim.
+    armed: AtomicBool,
+    /// The last activity, in ms since `epoch`.
+    last: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Trimmer {
+    fn default() -> Trimmer {
+        Trimmer {
+            woken: tokio::sync::Notify::new(),
+            armed: AtomicBool::new(false),
+            last: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl Trimmer {
-    /// Something was freed (a connection closed, a request was answered).
+    /// Something was freed (a connection closed, a request was answered):
+    /// a stamp, and a wake-up only for the first after a trim.
     fn touch(&self) {
-        self.activity.notify_one();
+        self.last
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+        if !self.armed.swap(true, Ordering::SeqCst) {
+            self.woken.notify_one();
+        }
+    }
+
+    /// When the quiet period after the last activity ends.
+    fn quiet_at(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last.load(Ordering::SeqCst)) + TRIM_AFTER
     }
 
     /// Trims after each burst, until the server's shutdown.
@@ -235,8 +285,16 @@ impl Trimmer {
         rt.tasks.clone().spawn(async move {
             let quiet_then_trim = async {
                 loop {
-                    me.activity.notified().await;
-                    while tokio::time::timeout(TRIM_AFTER, me.activity.notified()).await.is_ok() {}
+                    me.woken.notified().await;
+                    // Sleep to the end of the quiet period; activity meanwhile moves it.
+                    loop {
+                        let at = me.quiet_at();
+                        if Instant::now() >= at {
+                            break;
+                        }
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    me.armed.store(false, Ordering::SeqCst);
                     let _ = tokio::task::spawn_blocking(give_back).await;
                 }
             };
@@ -321,8 +379,10 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
             let mut incoming = conn::server(io);
             let active = Arc::new(Active::default());
             let idle_timeout = state.config.idle_timeout;
+            // One timer for the connection, re-armed only when it fires.
+            let close = tokio::time::sleep(idle_timeout);
+            tokio::pin!(close);
             loop {
-                let idle = active.n.load(Ordering::SeqCst) == 0;
                 tokio::select! {
                     stream = incoming.next() => match stream {
                         Some(stream) => {
@@ -337,12 +397,14 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
                         }
                         None => break,
                     },
-                    _ = active.idle.notified(), if !idle => {}
-                    _ = tokio::time::sleep(idle_timeout), if idle => {
-                        debug!(%peer, ?idle_timeout, "closing a connection idle too long");
-                        drop(incoming);
-                        return;
-                    }
+                    _ = &mut close => match active.close_at(idle_timeout) {
+                        Some(later) => close.as_mut().reset(later.into()),
+                        None => {
+                            debug!(%peer, ?idle_timeout, "closing a connection idle too long");
+                            drop(incoming);
+                            return;
+                        }
+                    },
                 }
             }
             if let Some(e) = incoming.protocol_error() {
