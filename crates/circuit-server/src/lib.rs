@@ -109,6 +109,7 @@ impl Server {
         let var = VarDir::lock(config.var_dir.clone(), id)?;
         let udp = tokio::net::UdpSocket::bind(local)
             .await
+            .and_then(membership::udp::Datagrams::new)
             .map_err(|err| StartError::Bind { addr: local, err })?;
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -124,6 +125,7 @@ impl Server {
         let group = match config.discover {
             Some(group) => Some((
                 membership::discovery::group_socket(group, config.multicast_if)
+                    .and_then(membership::udp::Datagrams::new)
                     .map_err(|err| StartError::Discovery { group, err })?,
                 group,
             )),

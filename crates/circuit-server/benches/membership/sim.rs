@@ -949,26 +949,44 @@ mod tests {
 
     #[test]
     fn thirty_members_random_seeds_converge_and_detect_deaths() {
-        let f = scenario(
-            SimConfig::lan(30, 7),
-            &Scenario {
-                join: JoinMode::Random,
-                limit: 10 * SECOND,
-                settle: 2 * SECOND,
-                idle_window: 10 * SECOND,
-                victims: 3,
-                ..Scenario::default()
-            },
+        // Several runs, as one seed says little. Thirty members started at
+        // once, each announcing to a random earlier one: most runs converge
+        // within 1 s; in some, a few members learn of each other only when
+        // one probes the other (pure SWIM, no pull here: at worst after 29
+        // probe periods, 23 s). With 1 % loss the slowest of three
+        // detections varies with the seed too (over 159 seeds: half within
+        // 2.2 s, a quarter over 3 s, none over 5.5 s).
+        let (mut joins, mut worst) = (Vec::new(), Vec::new());
+        for seed in 1..=8 {
+            let f = scenario(
+                SimConfig::lan(30, seed),
+                &Scenario {
+                    join: JoinMode::Random,
+                    limit: 25 * SECOND,
+                    settle: 2 * SECOND,
+                    idle_window: 10 * SECOND,
+                    victims: 3,
+                    ..Scenario::default()
+                },
+            );
+            joins.push(
+                f.join
+                    .unwrap_or_else(|| panic!("seed {seed}: 30 members converge within 25 s")),
+            );
+            assert_eq!(f.detections.len(), 3);
+            worst.push(f.max_detection().expect("every death detected"));
+            // One probe (ping + ack) per period (800 ms) each way, and a little
+            // more (issue 9 halved it: the range was 4 to 8).
+            assert!(f.idle.packets_per_s > 2.0 && f.idle.packets_per_s < 4.0, "{:?}", f.idle);
+            assert!(f.counters.lost > 0, "1 % of datagrams are lost");
+        }
+        assert!(
+            joins.iter().filter(|&&j| j <= 5 * SECOND).count() >= 6,
+            "joins: {joins:?}"
         );
-        let join = f.join.expect("30 members converge");
-        assert!(join <= 5 * SECOND, "join took {join:?}");
-        assert_eq!(f.detections.len(), 3);
-        let worst = f.max_detection().expect("every death detected");
-        assert!(worst <= 3 * SECOND, "detections {:?}", f.detections);
-        // One probe (ping + ack) per period (800 ms) each way, and a little
-        // more (issue 9 halved it: the range was 4 to 8).
-        assert!(f.idle.packets_per_s > 2.0 && f.idle.packets_per_s < 4.0, "{:?}", f.idle);
-        assert!(f.counters.lost > 0, "1 % of datagrams are lost");
+        worst.sort();
+        assert!(worst[3] <= 3 * SECOND, "median of the slowest detections: {worst:?}");
+        assert!(worst[7] <= 6 * SECOND, "slowest detections: {worst:?}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tracing::{debug, info, warn};
 
-use super::node::Node;
+use super::node::{Node, PROBE_PERIOD};
 
 /// While alone, re-announce to seeds (and by multicast) this often at first…
 pub const ALONE_FIRST: Duration = Duration::from_millis(250);
@@ -34,6 +34,11 @@ pub const ALONE_MAX: Duration = Duration::from_secs(5);
 pub const CONNECTED_CHECK: Duration = Duration::from_secs(30);
 /// While there is news, it is gossiped this often (and at once when it arrives).
 pub const GOSSIP_EVERY: Duration = Duration::from_millis(50);
+/// Timers that keep no one waiting (announces, forgetting the dead, the
+/// connected check) run with the next wakeup the member has anyway, at most
+/// this late: a member with peers probes one every [`PROBE_PERIOD`], so an
+/// idle member never wakes for them alone.
+pub const LAX: Duration = PROBE_PERIOD;
 /// Calls of `Foca::gossip` (3 members each) per gossip round.
 const GOSSIP_CALLS: usize = 3;
 
@@ -109,6 +114,14 @@ impl Ord for Pending {
     fn cmp(&self, other: &Self) -> Ordering {
         (other.at, other.seq).cmp(&(self.at, self.seq))
     }
+}
+
+/// Whether a foca timer may run late (see [`LAX`]).
+fn lax(t: &Timer<Node>) -> bool {
+    matches!(
+        t,
+        Timer::PeriodicAnnounce(_) | Timer::PeriodicAnnounceDown(_) | Timer::RemoveDown(_)
+    )
 }
 
 /// One member's membership, driven by calls (see the module doc).
@@ -210,8 +223,11 @@ impl Driver {
     /// When [`Driver::tick`] has something to do next.
     pub fn next_deadline(&self) -> Instant {
         let mut at = self.alone_at;
-        if let Some(p) = self.timers.peek() {
-            at = at.min(p.at);
+        if self.swim.num_members() > 0 {
+            at += LAX;
+        }
+        for p in &self.timers {
+            at = at.min(if lax(&p.timer) { p.at + LAX } else { p.at });
         }
         if let Some(g) = self.gossip_at {
             at = at.min(g);
@@ -398,12 +414,22 @@ impl Driver {
             }
         }
         if self.alone_at <= now {
-            if self.swim.num_members() == 0 {
-                for s in self.seeds.clone() {
+            // A seed not in our view is announced to, alone or not: a member
+            // whose first announce was lost, then joined by another, would
+            // otherwise stay in a cluster of its own for good.
+            let missing: Vec<Node> = (self.seeds.iter())
+                .filter(|s| !self.view.values().any(|n| n.addr == s.addr))
+                .copied()
+                .collect();
+            let alone = self.swim.num_members() == 0;
+            if alone || !missing.is_empty() {
+                for s in missing {
                     let r = self.swim.announce(s, &mut self.rt);
                     self.check(r, "an announce");
                 }
-                self.out.push_back(Output::AnnounceGroup);
+                if alone {
+                    self.out.push_back(Output::AnnounceGroup);
+                }
                 self.alone_every = (self.alone_every * 2).min(ALONE_MAX);
                 self.alone_at = now + self.alone_every;
             } else {
@@ -416,7 +442,7 @@ impl Driver {
     }
 
     /// Merges our cluster with the one `node` is in; `node` is also
-    /// announced to from now on whenever this member is alone.
+    /// announced to from now on whenever this member does not list it.
     pub fn join(&mut self, now: Instant, node: Node) {
         if node.id != self.me.id && !self.seeds.iter().any(|s| s.addr == node.addr) {
             self.seeds.push(node);
@@ -774,6 +800,25 @@ mod tests {
             assert_eq!(events.last(), Some(&MemberEvent::Left(n[2].id)), "{events:?}");
             assert_eq!(events.len(), 3, "no false down: {events:?}");
         }
+    }
+
+    #[test]
+    fn a_seed_unreachable_at_start_is_joined_later_though_no_longer_alone() {
+        let mut net = Net::new();
+        let (a, b, c) = (node(1, 1), node(2, 1), node(3, 1));
+        net.start(a, &[]);
+        net.start(b, &[a]);
+        net.side[0] = 1;
+        net.start(c, &[b]);
+        net.run_until(2 * SECOND, |net| net.view(1) == [c.id] && net.view(2) == [b.id])
+            .expect("b and c joined");
+        assert!(net.view(0).is_empty());
+        // b has a peer now, yet keeps announcing to its seed.
+        net.side[0] = 0;
+        let t = net
+            .run_until(10 * SECOND, |net| (0..3).all(|i| net.view(i).len() == 2))
+            .expect("all three joined");
+        assert!(t <= 6 * SECOND, "{t:?}");
     }
 
     #[test]

@@ -124,9 +124,10 @@ pub fn swim_config(cluster_size_hint: u32) -> foca::Config {
         frequency: Duration::from_secs(30),
         num_members: NonZeroUsize::new(1).unwrap(),
     });
-    // After a cut heals, both sides find each other again through this.
+    // After a cut heals, both sides find each other again through this
+    // (within 1.5 s, plus up to one probe period: it runs lax).
     c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
-        frequency: Duration::from_secs(2),
+        frequency: Duration::from_millis(1500),
         num_members: NonZeroUsize::new(1).unwrap(),
     });
     // Gossip is the driver's: it runs only while there is news (foca's

@@ -13,13 +13,14 @@ use std::time::Duration;
 use circuit_proto::beacon::{self, Beacon, MAX_DATAGRAM};
 use circuit_proto::{Key, ServerId};
 use foca::Member;
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::alarm::Alarm;
 pub use super::driver::MemberEvent;
 use super::driver::{Driver, Output};
 use super::node::{Node, swim_config};
+use super::udp::Datagrams;
 
 const MAGIC: &[u8; 4] = b"CRM1";
 const PURPOSE: &str = "membership";
@@ -55,10 +56,10 @@ impl Membership {
     /// multicast while alone and joins servers it hears there.
     pub fn spawn(
         me: Node,
-        sock: UdpSocket,
+        sock: Datagrams,
         key: Option<Key>,
         seeds: Vec<Node>,
-        group: Option<(UdpSocket, SocketAddrV4)>,
+        group: Option<(Datagrams, SocketAddrV4)>,
     ) -> Membership {
         if key.is_none() && !me.addr.ip().is_loopback() {
             warn!(
@@ -165,9 +166,9 @@ impl Membership {
 }
 
 struct Task {
-    sock: UdpSocket,
+    sock: Datagrams,
     key: Option<Key>,
-    group: Option<(UdpSocket, SocketAddrV4)>,
+    group: Option<(Datagrams, SocketAddrV4)>,
     view: Arc<RwLock<BTreeMap<ServerId, Node>>>,
     events: broadcast::Sender<MemberEvent>,
     /// The task's own inbox, for the answers of liveness checks.
@@ -187,8 +188,9 @@ impl Task {
     async fn run(mut self, mut driver: Driver, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
         let mut buf = vec![0u8; MAX_DATAGRAM + 64];
         let mut gbuf = vec![0u8; MAX_DATAGRAM];
+        let mut alarm = Alarm::new();
         loop {
-            let deadline = tokio::time::Instant::from_std(driver.next_deadline());
+            let deadline = driver.next_deadline();
             tokio::select! {
                 r = self.sock.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r {
@@ -204,7 +206,7 @@ impl Task {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => driver.tick(now()),
+                _ = alarm.until(deadline) => driver.tick(now()),
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Join(node)) => driver.join(now(), node),
                     Some(Cmd::Announce(node)) => driver.announce(now(), node),
@@ -227,7 +229,7 @@ impl Task {
                     {
                         debug!(%from, "discovery query");
                         let b = beacon::seal(&Beacon::Announce { nonce, url: driver.me().url().to_string() }, self.key.as_ref());
-                        let _ = g.send_to(&b, from).await;
+                        let _ = g.send_to(&b, from);
                     } else if let Some((n, from)) = r
                         && let Some(Beacon::Announce { url, .. }) = beacon::open(&gbuf[..n], self.key.as_ref())
                         && let Ok(url) = url.parse::<circuit_proto::CircuitUrl>()
@@ -265,7 +267,7 @@ impl Task {
             match out {
                 Output::Send { to, data } => {
                     let sealed = beacon::seal_bytes(MAGIC, PURPOSE, &data, self.key.as_ref());
-                    if let Err(e) = self.sock.send_to(&sealed, to.addr).await {
+                    if let Err(e) = self.sock.send_to(&sealed, to.addr) {
                         debug!(peer = %to.id, error = %e, "membership send failed");
                     }
                 }
@@ -278,7 +280,7 @@ impl Task {
                             },
                             self.key.as_ref(),
                         );
-                        let _ = g.send_to(&b, *group).await;
+                        let _ = g.send_to(&b, (*group).into());
                     }
                 }
                 Output::Event(e) => {
@@ -297,7 +299,7 @@ impl Task {
     }
 }
 
-async fn recv_group(group: &Option<(UdpSocket, SocketAddrV4)>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+async fn recv_group(group: &Option<(Datagrams, SocketAddrV4)>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
     match group {
         Some((s, _)) => s.recv_from(buf).await.ok(),
         None => std::future::pending().await,
