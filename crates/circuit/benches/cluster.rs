@@ -181,8 +181,10 @@ fn idle(net: Net) {
     );
 }
 
-/// Context switches (voluntary and not: each is a wakeup) and CPU time (ns)
-/// of every thread of process `pid` so far.
+/// Wakeups (voluntary context switches: the thread slept, then woke) and
+/// CPU time (ns) of every thread of process `pid` so far. Preemptions by
+/// other processes (involuntary switches) depend on the machine's load, not
+/// on the server, and are left out.
 fn wakeups_and_cpu(pid: u32) -> (u64, u64) {
     let (mut switches, mut cpu) = (0, 0);
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -192,10 +194,7 @@ fn wakeups_and_cpu(pid: u32) -> (u64, u64) {
         let dir = t.path();
         if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
             for l in status.lines() {
-                if let Some(v) = l
-                    .strip_prefix("voluntary_ctxt_switches:")
-                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-                {
+                if let Some(v) = l.strip_prefix("voluntary_ctxt_switches:") {
                     switches += v.trim().parse::<u64>().unwrap_or(0);
                 }
             }
