@@ -115,7 +115,7 @@ struct World {
     up: Vec<bool>,
     paused: Vec<bool>,
     /// Per host, each fault's start and (once over) end.
-    faults: Vec<Vec<(Instant, Option<Instant>)>>,
+    faults: Vec<Vec<(Instant, Option<Instant>, Fault)>>,
     elements: HashMap<String, Elem>,
 }
 
@@ -125,7 +125,26 @@ impl World {
         self.current[host].generation == generation
             && !self.faults[host]
                 .iter()
-                .any(|(s, e)| *s <= to && e.is_none_or(|e| e >= from))
+                .any(|(s, e, _)| *s <= to && e.is_none_or(|e| e >= from))
+    }
+
+    /// The faults the server `(host, generation)` suffered during `[from, to]`.
+    fn faults_of(&self, host: usize, generation: u64, from: Instant, to: Instant) -> Vec<Fault> {
+        let mut out: Vec<Fault> = self.faults[host]
+            .iter()
+            .filter(|(s, e, _)| *s <= to && e.is_none_or(|e| e >= from))
+            .map(|f| f.2)
+            .collect();
+        if self.current[host].generation != generation && !out.contains(&Fault::Kill) {
+            out.push(Fault::Kill);
+        }
+        out
+    }
+
+    /// Time since the last fault of `host` ended (`None` if it never had one).
+    fn settled(&self, host: usize, at: Instant) -> Option<Duration> {
+        let last = self.faults[host].iter().rev().find_map(|f| f.1)?;
+        Some(at.saturating_duration_since(last))
     }
 
     fn live_set(&self) -> BTreeSet<String> {
@@ -142,6 +161,12 @@ struct Report {
     errors_faulted: u64,
     timeouts_healthy: u64,
     timeouts_faulted: u64,
+    /// Timeouts through a healthy dial-in whose owner was killed, or was
+    /// paused or cut off.
+    timeouts_owner_killed: u64,
+    timeouts_owner_stalled: u64,
+    /// Errors between healthy servers more than 3 s after either's last fault.
+    errors_settled: u64,
     slowest_healthy_ms: u128,
     made: [u64; 3],
     short_procs: u64,
@@ -178,6 +203,8 @@ impl Report {
 }
 
 struct Shared {
+    /// When the soak began: times in the log are from here.
+    began: Instant,
     world: Mutex<World>,
     report: Mutex<Report>,
     stop: AtomicBool,
@@ -204,9 +231,21 @@ impl Shared {
         let t0 = Instant::now();
         let out = tokio::time::timeout(ANSWER, fut).await;
         let t1 = Instant::now();
-        let healthy = {
+        let (healthy, dial_ok, owner_faults, settled, since) = {
             let w = self.world();
-            w.healthy(dial.0, dial.1, t0, t1) && w.healthy(owner.0, owner.1, t0, t1)
+            let dial_ok = w.healthy(dial.0, dial.1, t0, t1);
+            let owner_faults = w.faults_of(owner.0, owner.1, t0, t1);
+            let settled = [dial.0, owner.0]
+                .iter()
+                .all(|h| w.settled(*h, t0).is_none_or(|d| d > CONVERGE));
+            let since = (w.settled(dial.0, t0), w.settled(owner.0, t0));
+            (
+                dial_ok && owner_faults.is_empty(),
+                dial_ok,
+                owner_faults,
+                settled,
+                since,
+            )
         };
         let mut r = self.report();
         r.requests += 1;
@@ -219,9 +258,16 @@ impl Shared {
                 Some(Ok(v))
             }
             Ok(Err(e)) => {
-                if healthy {
+                if healthy && settled {
                     r.errors_healthy += 1;
-                    r.sample(format!("error between healthy servers: {what}: {e}"));
+                    r.errors_settled += 1;
+                    let at = (t0 - self.began).as_secs_f64();
+                    r.sample(format!(
+                        "error between healthy servers more than 3 s after their last fault: at {at:.1} s, dial-in host {}, owner host {}: {what}: {e}",
+                        dial.0, owner.0
+                    ));
+                } else if healthy {
+                    r.errors_healthy += 1;
                 } else {
                     r.errors_faulted += 1;
                 }
@@ -230,12 +276,22 @@ impl Shared {
             Err(_) => {
                 if healthy {
                     r.timeouts_healthy += 1;
+                    let at = (t0 - self.began).as_secs_f64();
                     r.sample(format!(
-                        "VIOLATION: no answer in 5 s between healthy servers: {what} (dial-in host {}, owner host {})",
-                        dial.0, owner.0
+                        "VIOLATION: no answer in 5 s between healthy servers: at {at:.1} s: {what} (dial-in host {}, {:?} after its last fault; owner host {}, {:?} after its last fault)",
+                        dial.0, since.0, owner.0, since.1
                     ));
                 } else {
                     r.timeouts_faulted += 1;
+                    if dial_ok && owner_faults.contains(&Fault::Kill) {
+                        r.timeouts_owner_killed += 1;
+                        r.sample(format!(
+                            "no answer in 5 s through a healthy dial-in (host {}) about a killed owner (host {}): {what}",
+                            dial.0, owner.0
+                        ));
+                    } else if dial_ok {
+                        r.timeouts_owner_stalled += 1;
+                    }
                 }
                 None
             }
@@ -272,20 +328,26 @@ fn signal(pid: u64, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal a server");
 }
 
-/// One client per incarnation, dialed on demand.
+/// One client per host, dialed on demand, and again after each fault of
+/// the host: a TCP connection that lived through a partition (or a
+/// request left unanswered by a paused server) has its retransmissions
+/// backed off, and waits up to several seconds after the heal before
+/// anything it sends gets through. That is TCP, not the server; a fresh
+/// connection measures the server.
 #[derive(Default)]
-struct Clients(HashMap<usize, (u64, Client)>);
+struct Clients(HashMap<usize, ((u64, usize), Client)>);
 
 impl Clients {
     async fn get(&mut self, sh: &Shared, inc: &Incarnation, host: usize) -> Option<Client> {
-        if let Some((g, c)) = self.0.get(&host)
-            && *g == inc.generation
+        let epoch = (inc.generation, sh.world().faults[host].len());
+        if let Some((e, c)) = self.0.get(&host)
+            && *e == epoch
         {
             return Some(c.clone());
         }
         let me = (host, inc.generation);
         let c = sh.timed("dial", me, me, Client::dial(&inc.url, None)).await?.ok()?;
-        self.0.insert(host, (inc.generation, c.clone()));
+        self.0.insert(host, (epoch, c.clone()));
         Some(c)
     }
 
@@ -545,14 +607,18 @@ async fn open_feed(host: usize, inc: Incarnation, feeds: Feeds) {
 
 /// The views of every current server, each listed through itself.
 async fn views(sh: &Shared, clients: &mut Clients) -> Vec<Option<BTreeSet<String>>> {
-    let current = sh.world().current.clone();
+    let (current, epochs): (Vec<Incarnation>, Vec<usize>) = {
+        let w = sh.world();
+        (w.current.clone(), w.faults.iter().map(|f| f.len()).collect())
+    };
     let mut out = Vec::new();
     for (h, inc) in current.iter().enumerate() {
+        let epoch = (inc.generation, epochs[h]);
         let client = match clients.0.get(&h) {
-            Some((g, c)) if *g == inc.generation => c.clone(),
+            Some((e, c)) if *e == epoch => c.clone(),
             _ => match tokio::time::timeout(Duration::from_secs(2), Client::dial(&inc.url, None)).await {
                 Ok(Ok(c)) => {
-                    clients.0.insert(h, (inc.generation, c.clone()));
+                    clients.0.insert(h, (epoch, c.clone()));
                     c
                 }
                 _ => {
@@ -649,6 +715,7 @@ fn chaos_soak() {
     };
     let current: Vec<Incarnation> = servers.0.iter().flatten().map(|s| incarnation(s, 0)).collect();
     let sh = Arc::new(Shared {
+        began: Instant::now(),
         world: Mutex::new(World {
             current: current.clone(),
             up: vec![true; HOSTS],
@@ -752,11 +819,12 @@ fn chaos_soak() {
             r.episodes += 1;
             r.double += double as u64;
         }
+        let began = Instant::now();
         for &(h, f) in &victims {
             let now = Instant::now();
             let mut w = sh.world();
             w.up[h] = false;
-            w.faults[h].push((now, None));
+            w.faults[h].push((now, None, f));
             let pid = w.current[h].pid;
             match f {
                 Fault::Kill => {
@@ -779,7 +847,10 @@ fn chaos_soak() {
             }
             sh.report().faults[f as usize] += 1;
         }
-        std::thread::sleep(rng.ms(1000, 5000));
+        // Pauses and kills for a few seconds; cuts up to 10 s, long enough
+        // for a lone server's re-announcements to back off.
+        let cut = victims.iter().any(|v| v.1 == Fault::Cut);
+        std::thread::sleep(rng.ms(1000, if cut { 10_000 } else { 5000 }));
         for &(h, f) in &victims {
             match f {
                 Fault::Kill => {
@@ -809,6 +880,13 @@ fn chaos_soak() {
         }
         let ended = Instant::now();
         let converged = converge(&rt, &sh, &mut probe, ended);
+        println!(
+            "{:7.1} s: {:?} for {:.1} s; views agree {} ms after",
+            (ended - sh.began).as_secs_f64(),
+            victims,
+            (ended - began).as_secs_f64(),
+            sh.report().converge_ms.last().copied().unwrap_or(0)
+        );
         check_feeds(&sh, &feeds, &leaves, &joins, ended, converged);
         leaves.clear();
         joins.clear();
@@ -884,7 +962,8 @@ fn chaos_soak() {
         "\nchaos soak: {secs} s, seed {seed}\n\
          faults: {} episodes ({} with two faults at once): {} kill -9 + restart, {} SIGSTOP/SIGCONT, {} partitions\n\
          requests: {} ({} ok, {} errors between healthy servers, {} errors with a faulted server)\n\
-         no answer in 5 s: {} between healthy servers (violations), {} with a faulted server; slowest healthy answer {} ms\n\
+         no answer in 5 s: {} between healthy servers (violations), {} with a faulted server (through a healthy dial-in: {} about a killed owner, {} about a paused or cut-off one); slowest healthy answer {} ms\n\
+         errors between healthy servers more than 3 s after their last fault: {}\n\
          elements made: {} procs, {} chans, {} watchers; {} short procs made, waited, scrubbed; {} uses, {} scrubbed\n\
          element checks: {} rounds, {} found present, {} lost (violations), {} gone with their killed server (expected)\n\
          wrong state on a healthy server: {} (violations)\n\
@@ -904,7 +983,10 @@ fn chaos_soak() {
         r.errors_faulted,
         r.timeouts_healthy,
         r.timeouts_faulted,
+        r.timeouts_owner_killed,
+        r.timeouts_owner_stalled,
         r.slowest_healthy_ms,
+        r.errors_settled,
         r.made[0],
         r.made[1],
         r.made[2],
