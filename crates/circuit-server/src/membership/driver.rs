@@ -917,8 +917,8 @@ mod tests {
             .expect("healed");
         net.run_for(5 * SECOND);
         let lone = net.members[4].0.me().id;
-        for i in 0..4 {
-            let after = &net.events(i)[before[i]..];
+        for (i, seen) in before.into_iter().enumerate() {
+            let after = &net.events(i)[seen..];
             assert!(
                 after
                     .iter()
