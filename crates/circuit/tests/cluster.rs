@@ -415,3 +415,40 @@ fn a_keyless_server_on_a_network_address_warns_loudly() {
     ok(local.cli("ls", &["/"]));
     assert!(!local.log().contains("NO CLUSTER KEY"), "{}", local.log());
 }
+
+/// A request forwarded to an owner that stops answering (SIGSTOP: its
+/// kernel still acknowledges, so the connection never breaks) fails once
+/// the owner is declared down, naming it, instead of waiting for it forever.
+#[test]
+fn a_request_waiting_on_a_paused_owner_fails_once_it_is_declared_down() {
+    let Some(net) = Net::new(3) else { return };
+    let (s0, s1, _s2, _) = three_joined(&net);
+    let c = format!("{}/ch", s1.id);
+    ok(net.cli(0, &["mkchan", "-d", &s0.url, &c, "0"]));
+    let mut waiting = net.command(0, &bin());
+    waiting
+        .args(["recv", "-d", &s0.url, &c])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut waiting = common::netns::Proc(waiting.spawn().expect("spawn circuit recv"));
+    std::thread::sleep(Duration::from_millis(500));
+    let owner = nix::unistd::Pid::from_raw(s1.child.id() as i32);
+    nix::sys::signal::kill(owner, nix::sys::signal::SIGSTOP).unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = waiting.0.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(15) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    nix::sys::signal::kill(owner, nix::sys::signal::SIGCONT).unwrap();
+    let status = status.expect("recv through s0 still waiting 15 s after its owner stopped answering");
+    let mut err = String::new();
+    std::io::Read::read_to_string(waiting.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "recv from a paused owner exited 0");
+    let id = s1.id.trim_start_matches('/');
+    assert!(err.contains(id), "the error does not name the owner {id}: {err}");
+}
