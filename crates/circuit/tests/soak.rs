@@ -6,9 +6,11 @@
 //! dial-in servers. Counts are printed at the end; any violation fails:
 //!
 //! - an element lost from a server that was never killed since it was made;
-//! - a request between healthy servers (neither faulted while it ran) not
-//!   answered, with success or an error, within 5 s; or failed more than
-//!   3 s after both servers' last faults (views have converged by then);
+//! - a request to a healthy dial-in (not faulted while it ran) not
+//!   answered, with success or an error, within 5 s, whatever became of
+//!   the server that owns its path; or one between healthy servers that
+//!   failed more than 3 s after both servers' last faults (views have
+//!   converged by then);
 //! - views not all equal to the live set within 3 s of a fault's end;
 //! - a zombie child of a server lasting over 2 s while it runs;
 //! - descriptors of never-killed servers grown over the run (RSS printed);
@@ -287,11 +289,15 @@ impl Shared {
                     if dial_ok && owner_faults.contains(&Fault::Kill) {
                         r.timeouts_owner_killed += 1;
                         r.sample(format!(
-                            "no answer in 5 s through a healthy dial-in (host {}) about a killed owner (host {}): {what}",
+                            "VIOLATION: no answer in 5 s through a healthy dial-in (host {}) about a killed owner (host {}): {what}",
                             dial.0, owner.0
                         ));
                     } else if dial_ok {
                         r.timeouts_owner_stalled += 1;
+                        r.sample(format!(
+                            "VIOLATION: no answer in 5 s through a healthy dial-in (host {}) about a paused or cut-off owner (host {}): {what}",
+                            dial.0, owner.0
+                        ));
                     }
                 }
                 None
@@ -963,7 +969,7 @@ fn chaos_soak() {
         "\nchaos soak: {secs} s, seed {seed}\n\
          faults: {} episodes ({} with two faults at once): {} kill -9 + restart, {} SIGSTOP/SIGCONT, {} partitions\n\
          requests: {} ({} ok, {} errors between healthy servers, {} errors with a faulted server)\n\
-         no answer in 5 s: {} between healthy servers (violations), {} with a faulted server (through a healthy dial-in: {} about a killed owner, {} about a paused or cut-off one); slowest healthy answer {} ms\n\
+         no answer in 5 s: {} between healthy servers (violations), {} with a faulted server (through a healthy dial-in, violations: {} about a killed owner, {} about a paused or cut-off one); slowest healthy answer {} ms\n\
          errors between healthy servers more than 3 s after their last fault: {} (violations)\n\
          elements made: {} procs, {} chans, {} watchers; {} short procs made, waited, scrubbed; {} uses, {} scrubbed\n\
          element checks: {} rounds, {} found present, {} lost (violations), {} gone with their killed server (expected)\n\
@@ -1018,6 +1024,8 @@ fn chaos_soak() {
         println!("  {s}");
     }
     let violations = r.timeouts_healthy
+        + r.timeouts_owner_killed
+        + r.timeouts_owner_stalled
         + r.errors_settled
         + r.lost
         + r.wrong_state
