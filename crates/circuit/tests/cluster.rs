@@ -9,21 +9,6 @@ use std::time::{Duration, Instant};
 use common::netns::Net;
 use common::{TestServer, bin, eventually, ok, stderr, stdout};
 
-fn start_in(net: &Net, host: usize, extra: &[&str]) -> TestServer {
-    let mut cmd = net.command(host, &bin());
-    cmd.args(["start", "-a", &format!("{}:0", net.hosts[host].ip)])
-        .args(extra);
-    TestServer::spawn(cmd)
-}
-
-/// Start a server on a fixed port, so a restart comes back at the same address.
-fn start_at(net: &Net, host: usize, port: u16, extra: &[&str]) -> TestServer {
-    let mut cmd = net.command(host, &bin());
-    cmd.args(["start", "-a", &format!("{}:{port}", net.hosts[host].ip)])
-        .args(extra);
-    TestServer::spawn(cmd)
-}
-
 /// The members a server lists, as a set of `/X…` paths (empty on error).
 fn view(net: &Net, host: usize, srv: &TestServer) -> BTreeSet<String> {
     let o = net.cli(host, &["ls", "-d", &srv.url, "/"]);
@@ -36,9 +21,9 @@ fn view(net: &Net, host: usize, srv: &TestServer) -> BTreeSet<String> {
 /// Three servers on hosts 0, 1 and 2, the last two joined to the first,
 /// once every host lists all three; with the set of their paths.
 fn three_joined(net: &Net) -> (TestServer, TestServer, TestServer, BTreeSet<String>) {
-    let s0 = start_in(net, 0, &[]);
-    let s1 = start_in(net, 1, &["-j", &s0.url]);
-    let s2 = start_in(net, 2, &["-j", &s0.url]);
+    let s0 = net.start(0, 0, &[]);
+    let s1 = net.start(1, 0, &["-j", &s0.url]);
+    let s2 = net.start(2, 0, &["-j", &s0.url]);
     let all = ids([&s0, &s1, &s2]);
     for (h, s) in [&s0, &s1, &s2].into_iter().enumerate() {
         assert!(
@@ -56,9 +41,9 @@ fn ids<'a>(servers: impl IntoIterator<Item = &'a TestServer>) -> BTreeSet<String
 #[test]
 fn three_hosts_join_and_share_one_view() {
     let Some(net) = Net::new(3) else { return };
-    let s0 = start_in(&net, 0, &[]);
-    let s1 = start_in(&net, 1, &["-j", &s0.url]);
-    let s2 = start_in(&net, 2, &["-join", &s0.url]);
+    let s0 = net.start(0, 0, &[]);
+    let s1 = net.start(1, 0, &["-j", &s0.url]);
+    let s2 = net.start(2, 0, &["-join", &s0.url]);
     let all = ids([&s0, &s1, &s2]);
     for (h, s) in [&s0, &s1, &s2].into_iter().enumerate() {
         assert!(
@@ -85,7 +70,7 @@ fn multicast_discovery_forms_a_cluster_with_no_seed() {
     let Some(net) = Net::new(3) else { return };
     let group = "239.77.1.1:28831";
     let s: Vec<TestServer> = (0..3)
-        .map(|h| start_in(&net, h, &["-if", "eth0", "-discover", group]))
+        .map(|h| net.start(h, 0, &["-if", "eth0", "-discover", group]))
         .collect();
     let all = ids(&s);
     for (h, srv) in s.iter().enumerate() {
@@ -108,17 +93,17 @@ fn a_server_with_another_key_is_not_discovered() {
     std::fs::write(&k1, ok(common::run_cli(&["keygen"], b"", &[]))).unwrap();
     std::fs::write(&k2, ok(common::run_cli(&["keygen"], b"", &[]))).unwrap();
     let group = "239.77.1.2:28832";
-    let a = start_in(
-        &net,
+    let a = net.start(
+        0,
         0,
         &["-if", "eth0", "-discover", group, "-hmac", k1.to_str().unwrap()],
     );
-    let b = start_in(
-        &net,
+    let b = net.start(
         1,
+        0,
         &["-if", "eth0", "-discover", group, "-hmac", k2.to_str().unwrap()],
     );
-    let c = start_in(&net, 1, &["-discover", group, "-hmac", k1.to_str().unwrap()]);
+    let c = net.start(1, 0, &["-discover", group, "-hmac", k1.to_str().unwrap()]);
     let ab = ids([&a, &c]);
     let key1 = k1.to_str().unwrap();
     assert!(eventually(Duration::from_secs(15), || {
@@ -167,10 +152,10 @@ fn killed_and_cut_off_servers_leave_every_view_and_healed_ones_return() {
 #[test]
 fn two_clusters_merge_with_join() {
     let Some(net) = Net::new(4) else { return };
-    let a0 = start_in(&net, 0, &[]);
-    let a1 = start_in(&net, 1, &["-j", &a0.url]);
-    let b0 = start_in(&net, 2, &[]);
-    let b1 = start_in(&net, 3, &["-j", &b0.url]);
+    let a0 = net.start(0, 0, &[]);
+    let a1 = net.start(1, 0, &["-j", &a0.url]);
+    let b0 = net.start(2, 0, &[]);
+    let b1 = net.start(3, 0, &["-j", &b0.url]);
     assert!(eventually(Duration::from_secs(10), || view(&net, 0, &a0) == ids([&a0, &a1])));
     assert!(eventually(Duration::from_secs(10), || view(&net, 2, &b0) == ids([&b0, &b1])));
     // Ask a1 (through a0) to merge with b0's cluster.
@@ -229,10 +214,10 @@ fn requests_are_forwarded_to_the_owner_streams_included() {
 #[test]
 fn churn() {
     let Some(net) = Net::new(4) else { return };
-    let s0 = start_in(&net, 0, &[]);
-    let s1 = start_in(&net, 1, &["-j", &s0.url]);
+    let s0 = net.start(0, 0, &[]);
+    let s1 = net.start(1, 0, &["-j", &s0.url]);
     let port = 29000 + (std::process::id() % 1000) as u16;
-    let mut churned: Vec<TestServer> = (2..4).map(|h| start_at(&net, h, port, &["-j", &s0.url])).collect();
+    let mut churned: Vec<TestServer> = (2..4).map(|h| net.start(h, port, &["-j", &s0.url])).collect();
     assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0).len() == 4));
     for round in 0..6 {
         let h = 2 + round % 2;
@@ -250,7 +235,7 @@ fn churn() {
             assert!(t.elapsed() < Duration::from_secs(10), "a request to a dead server hung");
             assert!(o.status.success() || stderr(&o).contains("not"), "{}", stderr(&o));
         }
-        let fresh = start_at(&net, h, port, &["-j", &s0.url]);
+        let fresh = net.start(h, port, &["-j", &s0.url]);
         assert_ne!(fresh.id, victim.id, "a restarted server gets a new id");
         *victim = fresh;
         let want: BTreeSet<String> = ids([&s0, &s1, &churned[0], &churned[1]]);
@@ -295,8 +280,8 @@ fn a_chain_of_joins_forms_one_cluster() {
 #[test]
 fn output_cut_short_by_a_dead_owner_is_an_error() {
     let Some(net) = Net::new(2) else { return };
-    let s0 = start_in(&net, 0, &[]);
-    let mut s1 = start_in(&net, 1, &["-j", &s0.url]);
+    let s0 = net.start(0, 0, &[]);
+    let mut s1 = net.start(1, 0, &["-j", &s0.url]);
     let all = ids([&s0, &s1]);
     assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0) == all));
     let p = format!("{}/talker", s1.id);
@@ -420,7 +405,7 @@ fn busy_hosts_make_no_member_leave() {
 #[test]
 fn a_keyless_server_on_a_network_address_warns_loudly() {
     let Some(net) = Net::new(1) else { return };
-    let s = start_in(&net, 0, &[]);
+    let s = net.start(0, 0, &[]);
     assert!(
         common::wait_log(&s, "NO CLUSTER KEY", 1, Duration::from_secs(5)),
         "{}",
@@ -429,4 +414,41 @@ fn a_keyless_server_on_a_network_address_warns_loudly() {
     let local = TestServer::start(&[]);
     ok(local.cli("ls", &["/"]));
     assert!(!local.log().contains("NO CLUSTER KEY"), "{}", local.log());
+}
+
+/// A request forwarded to an owner that stops answering (SIGSTOP: its
+/// kernel still acknowledges, so the connection never breaks) fails once
+/// the owner is declared down, naming it, instead of waiting for it forever.
+#[test]
+fn a_request_waiting_on_a_paused_owner_fails_once_it_is_declared_down() {
+    let Some(net) = Net::new(3) else { return };
+    let (s0, s1, _s2, _) = three_joined(&net);
+    let c = format!("{}/ch", s1.id);
+    ok(net.cli(0, &["mkchan", "-d", &s0.url, &c, "0"]));
+    let mut waiting = net.command(0, &bin());
+    waiting
+        .args(["recv", "-d", &s0.url, &c])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut waiting = common::netns::Proc(waiting.spawn().expect("spawn circuit recv"));
+    std::thread::sleep(Duration::from_millis(500));
+    let owner = nix::unistd::Pid::from_raw(s1.child.id() as i32);
+    nix::sys::signal::kill(owner, nix::sys::signal::SIGSTOP).unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = waiting.0.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(15) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    nix::sys::signal::kill(owner, nix::sys::signal::SIGCONT).unwrap();
+    let status = status.expect("recv through s0 still waiting 15 s after its owner stopped answering");
+    let mut err = String::new();
+    std::io::Read::read_to_string(waiting.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "recv from a paused owner exited 0");
+    let id = s1.id.trim_start_matches('/');
+    assert!(err.contains(id), "the error does not name the owner {id}: {err}");
 }

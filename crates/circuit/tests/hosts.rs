@@ -6,19 +6,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::netns::Net;
-use common::{TestServer, bin, fails, ok, stdout};
-
-fn server_in(net: &Net, host: usize, extra: &[&str]) -> TestServer {
-    let mut cmd = net.command(host, &bin());
-    cmd.args(["start", "-a", &format!("{}:0", net.hosts[host].ip)])
-        .args(extra);
-    TestServer::spawn(cmd)
-}
+use common::{TestServer, fails, ok, stdout};
 
 #[test]
 fn clients_reach_servers_on_other_hosts_and_notice_cut_offs() {
     let Some(net) = Net::new(3) else { return };
-    let servers: Vec<TestServer> = (0..3).map(|h| server_in(&net, h, &[])).collect();
+    let servers: Vec<TestServer> = (0..3).map(|h| net.start(h, 0, &[])).collect();
     for (h, srv) in servers.iter().enumerate() {
         assert!(srv.url.contains(&net.hosts[h].ip), "{} on {}", srv.url, net.hosts[h].ip);
         let from = (h + 1) % 3;
@@ -54,7 +47,7 @@ fn clients_reach_servers_on_other_hosts_and_notice_cut_offs() {
 fn multicast_discovery_across_hosts() {
     let Some(net) = Net::new(2) else { return };
     let group = "239.77.0.9:28829";
-    let srv = server_in(&net, 1, &["-if", "eth0", "-discover", group]);
+    let srv = net.start(1, 0, &["-if", "eth0", "-discover", group]);
     assert!(
         srv.url.contains(&net.hosts[1].ip),
         "-if eth0 binds that address: {}",

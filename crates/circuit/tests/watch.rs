@@ -8,27 +8,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Pids, TempDir, TestServer, alive, fails, ok, state, stderr};
+use common::{Pids, TempDir, TestServer, alive, children, fails, ok, state, stderr};
 use serde_json::{Value, json};
-
-/// The children of `parent` and their state letters, from /proc.
-fn children(parent: u64) -> Vec<(u64, char)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u64>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else { continue };
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        if f.get(1).and_then(|p| p.parse::<u64>().ok()) == Some(parent) {
-            out.push((pid, f[0].chars().next().unwrap_or('?')));
-        }
-    }
-    out
-}
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

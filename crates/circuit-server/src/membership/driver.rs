@@ -153,6 +153,10 @@ pub struct Driver {
     rejoined: bool,
     /// Leaving: foca's "defunct" is then expected.
     leaving: bool,
+    /// foca's settings, for a fresh instance after being alone.
+    config: foca::Config,
+    /// foca just said no other member is reachable (see `flush`).
+    went_alone: bool,
 }
 
 impl Driver {
@@ -163,7 +167,7 @@ impl Driver {
     pub fn new(me: Node, config: foca::Config, seed: u64, seeds: Vec<Node>, now: Instant) -> Driver {
         Driver {
             me,
-            swim: Foca::new(me, config, SmallRng::seed_from_u64(seed), PostcardCodec),
+            swim: Foca::new(me, config.clone(), SmallRng::seed_from_u64(seed), PostcardCodec),
             rt: AccumulatingRuntime::new(),
             seeds: seeds.into_iter().filter(|s| s.id != me.id).collect(),
             view: BTreeMap::new(),
@@ -181,6 +185,8 @@ impl Driver {
             skipped_indirect: false,
             rejoined: false,
             leaving: false,
+            config,
+            went_alone: false,
         }
     }
 
@@ -539,6 +545,7 @@ impl Driver {
                     info!("no other member is reachable; announcing again to seeds");
                     self.alone_every = ALONE_FIRST;
                     self.alone_at = now + ALONE_FIRST;
+                    self.went_alone = !self.leaving;
                 }
                 OwnedNotification::Active => debug!("known by the cluster"),
                 OwnedNotification::Rejoin(me) => {
@@ -559,6 +566,27 @@ impl Driver {
         // happens to reconnect it (two members of one side of a healed cut
         // that renewed at once ignore each other for good). An empty
         // `apply_many` reconnects it: it restarts the probe and announce timers.
+        // Alone, foca has declared every other member down, and holds those
+        // verdicts as news to gossip. They are stale: cut off alone, it
+        // cannot tell a dead member from a lost link, and once the link is
+        // back they would take down members that never left (each renews
+        // and rejoins, but every view loses it for a while). A fresh foca
+        // with the same identity forgets them; the cluster's own verdict on
+        // this member still reaches it when it announces.
+        if std::mem::take(&mut self.went_alone) && self.swim.num_members() == 0 {
+            let seed = self.me.id.0 ^ self.seq;
+            self.swim = Foca::new(
+                self.me,
+                self.config.clone(),
+                SmallRng::seed_from_u64(seed),
+                PostcardCodec,
+            );
+            self.timers.clear();
+            self.gossip_at = None;
+            self.rt = AccumulatingRuntime::new();
+            self.rejoined = false;
+            debug!("alone: membership state of the old cluster dropped");
+        }
         if std::mem::take(&mut self.rejoined) {
             let r = self.swim.apply_many(std::iter::empty(), true, &mut self.rt);
             self.check(r, "reconnecting after a rejoin");
@@ -909,6 +937,39 @@ mod tests {
             }
             let events = net.events(i);
             assert_eq!(events.len(), 3 + 2 + 2, "member {i}: {events:?}");
+        }
+    }
+
+    /// A member cut off alone declares every other member down; when the
+    /// cut heals, those stale verdicts must not spread: the members that
+    /// stayed together never see each other leave (the chaos soak saw
+    /// healthy servers answer "not in the cluster" about each other for a
+    /// second after a lone server's link came back).
+    #[test]
+    fn a_lone_member_back_from_a_cut_does_not_take_others_down() {
+        let (mut net, _) = joined(5);
+        net.run_for(3 * SECOND);
+        net.side = vec![0, 0, 0, 0, 1];
+        net.run_until(10 * SECOND, |net| {
+            net.view(4).is_empty() && (0..4).all(|i| net.view(i).len() == 3)
+        })
+        .expect("the lone member sees no one, the others lose it");
+        // Long enough for its re-announces to back off a few times.
+        net.run_for(6 * SECOND);
+        let before: Vec<usize> = (0..4).map(|i| net.events(i).len()).collect();
+        net.side = vec![0; 5];
+        net.run_until(30 * SECOND, |net| (0..5).all(|i| net.view(i).len() == 4))
+            .expect("healed");
+        net.run_for(5 * SECOND);
+        let lone = net.members[4].0.me().id;
+        for (i, seen) in before.into_iter().enumerate() {
+            let after = &net.events(i)[seen..];
+            assert!(
+                after
+                    .iter()
+                    .all(|e| matches!(e, MemberEvent::Joined(id) if *id == lone)),
+                "member {i} after the heal: {after:?}"
+            );
         }
     }
 

@@ -195,18 +195,47 @@ pub fn forget_the_departed(state: Arc<State>) {
 /// Sends `req` on to the member that owns its path and relays everything
 /// that follows, both ways. `None` once relayed; an error if the owner
 /// could not be reached.
+///
+/// If the owner leaves the cluster (declared down) before the exchange
+/// ends, the caller's stream is cut at once: it gets "lost server X before
+/// it answered" (or its output cut short) instead of waiting on a paused or
+/// cut-off server's connection, which TCP keeps open for minutes (forever
+/// for a paused process, whose kernel still acknowledges).
 pub async fn forward(state: &State, node: &Node, req: Request, client: &mut StreamHandle) -> Option<Response> {
-    let mut up = match state.peers.open(node).await {
-        Ok(s) => s,
-        Err(e) => return Some(Err(e)),
+    let mut members = state.ctx.members.subscribe();
+    let owner_left = async {
+        loop {
+            if state.ctx.members.get(node.id).is_none() {
+                return;
+            }
+            match members.recv().await {
+                Ok(MemberEvent::Left(id)) if id == node.id => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                // Joins, others' leaves, and a lag (the check above runs again).
+                _ => {}
+            }
+        }
     };
-    if let Err(e) = write_frame(&mut up, &req).await {
-        state.peers.forget(node.id);
-        return Some(Err(unreachable(node, e)));
+    let exchange = async {
+        let mut up = match state.peers.open(node).await {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Err(e) = write_frame(&mut up, &req).await {
+            state.peers.forget(node.id);
+            return Some(Err(unreachable(node, e)));
+        }
+        let _ = tokio::io::copy_bidirectional(client, &mut up).await;
+        info!(op = req.verb(), path = %req.path(), peer = %node.id, "forwarded");
+        None
+    };
+    tokio::select! {
+        r = exchange => r,
+        _ = owner_left => {
+            info!(op = req.verb(), path = %req.path(), peer = %node.id, "owner left the cluster before the end: cut");
+            None
+        }
     }
-    let _ = tokio::io::copy_bidirectional(client, &mut up).await;
-    info!(op = req.verb(), path = %req.path(), peer = %node.id, "forwarded");
-    None
 }
 
 /// One request to a member, answered in one frame (e.g. its listing).

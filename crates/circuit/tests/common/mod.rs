@@ -347,3 +347,42 @@ pub fn state(pid: u64) -> Option<char> {
 pub fn alive(pid: u64) -> bool {
     matches!(state(pid), Some(c) if c != 'Z')
 }
+
+/// The children of `parent` and their state letters, from /proc.
+pub fn children(parent: u64) -> Vec<(u64, char)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else { continue };
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if f.get(1).and_then(|p| p.parse::<u64>().ok()) == Some(parent) {
+            out.push((pid, f[0].chars().next().unwrap_or('?')));
+        }
+    }
+    out
+}
+
+/// How many descriptors the process has open.
+pub fn fd_count(pid: u64) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The process's resident set (`VmRSS`), in KiB.
+pub fn rss_kib(pid: u64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -98,6 +98,22 @@ impl Net {
         c
     }
 
+    /// `circuit start -a HOST_IP:PORT EXTRA…` inside a host (port 0: any);
+    /// a fixed port brings a restart back at the same address.
+    pub fn start(&self, host: usize, port: u16, extra: &[&str]) -> super::TestServer {
+        let mut cmd = self.command(host, &super::bin());
+        cmd.args(["start", "-a", &format!("{}:{port}", self.hosts[host].ip)])
+            .args(extra);
+        super::TestServer::spawn(cmd)
+    }
+
+    /// Moves the calling thread into a host's namespace: the sockets it
+    /// opens from then on, and the threads it starts, live there.
+    pub fn enter(&self, host: usize) {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.hosts[host].ns)).expect("open the namespace");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");
+    }
+
     /// Runs the circuit CLI inside a host, bounded to 60 s.
     pub fn cli(&self, host: usize, args: &[&str]) -> Output {
         self.cli_in(host, args, b"")
