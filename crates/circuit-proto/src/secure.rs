@@ -139,6 +139,10 @@ pub enum HandshakeError {
     /// Seen by a server: a greeting that is not circuit's (what it was).
     #[error("the peer is not a circuit server or client of a compatible version")]
     Greeting(String),
+    /// Seen by a server: the peer closed without sending a byte (another
+    /// server checking that this one listens, or a port scan).
+    #[error("the peer closed the connection without a greeting")]
+    Silent,
 }
 
 impl HandshakeError {
@@ -156,6 +160,7 @@ impl HandshakeError {
             }
             HandshakeError::Timeout(d) => format!("the peer did not complete the handshake within {d:?}"),
             HandshakeError::Noise(e) => format!("noise: {e}"),
+            HandshakeError::Silent => "the peer closed the connection without a byte".into(),
         }
     }
 
@@ -169,6 +174,7 @@ impl HandshakeError {
             HandshakeError::WrongKey => "wrong key",
             HandshakeError::Timeout(_) => "timeout",
             HandshakeError::Noise(_) => "noise",
+            HandshakeError::Silent => "silent",
         }
     }
 }
@@ -281,6 +287,7 @@ pub async fn server_handshake(mut tcp: TcpStream, key: Option<&Key>) -> Result<(
         let mut got = 0;
         while got < hello.len() {
             match tcp.read(&mut hello[got..]).await {
+                Ok(0) if got == 0 => return Err(HandshakeError::Silent),
                 Ok(0) | Err(_) => {
                     return Err(HandshakeError::Greeting(format!(
                         "the peer left after {got} of the greeting's 9 bytes"

@@ -273,3 +273,23 @@ fn discovery_with_a_key_ignores_strangers() {
     let e = fails(run_cli(&["ls", "-discover", group, "-if", "lo", "/"], b"", &[]));
     assert!(e.contains("no circuit server answered"), "{e}");
 }
+
+#[test]
+fn a_connection_closed_without_a_byte_is_not_logged_as_a_refusal() {
+    // What another server's liveness check (or a port scan) does.
+    let srv = TestServer::start(&[]);
+    let addr = srv
+        .url
+        .trim_start_matches("circuit://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for _ in 0..3 {
+        drop(TcpStream::connect(&addr).unwrap());
+    }
+    assert_eq!(ok(srv.cli("ls", &["/"])), format!("{}\n", srv.id));
+    // A refusal would be logged within this; the ls above came after.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!srv.log().contains("refused connection"), "{}", srv.log());
+}

@@ -370,6 +370,11 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
             let _trim = Touch(trimmer.clone());
             let (io, report) = match server_handshake(tcp, state.config.key.as_ref()).await {
                 Ok(io) => io,
+                // A member checking that we listen: nothing went wrong.
+                Err(HandshakeError::Silent) => {
+                    debug!(%peer, "connection closed before its greeting");
+                    return;
+                }
                 Err(e) => {
                     warner.warn(peer, Limit::of(&e), &format!("refused connection: {}", e.seen()));
                     return;
