@@ -47,6 +47,9 @@ pub struct Config {
     /// The most connections one client address may hold open
     /// ([`DEFAULT_MAX_CONNS_PER_ADDR`]); more are closed as they come.
     pub max_conns_per_addr: usize,
+    /// Enable docker elements (`start -docker`), through the engine at
+    /// `DOCKER_HOST` (default `unix:///var/run/docker.sock`).
+    pub docker: bool,
 }
 
 /// How long a connection may carry no stream before the server closes it.
@@ -164,6 +167,9 @@ impl Server {
             url: Arc::new(url),
             joined: joined.into(),
             started: clock.now(),
+            docker: config
+                .docker
+                .then(|| Arc::new(elements::docker::Engine::new(id, var.path.clone()))),
         };
         let state = Arc::new(State {
             ctx,
@@ -200,6 +206,16 @@ impl Server {
             Some(url) => info!(%url, "joining the cluster of {}", url.id),
             None if state.config.discover.is_none() => info!("singleton server"),
             None => {}
+        }
+        if let Some(engine) = state.ctx.docker.clone() {
+            // Off the start path: says at once whether the engine answers,
+            // and sweeps containers left by servers that are gone.
+            state.ctx.rt.tasks.spawn(async move {
+                match engine.client().await {
+                    Ok(_) => info!(socket = %engine.socket(), "enabling docker elements"),
+                    Err(e) => warn!(socket = %engine.socket(), error = %e, "docker elements are enabled, but the engine does not answer yet"),
+                }
+            });
         }
         net::peers::forget_the_departed(state.clone());
         elements::server::events::announce_members(state.ctx.clone());
