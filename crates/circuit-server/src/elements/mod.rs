@@ -289,13 +289,16 @@ async fn anchor(ctx: &Ctx, path: &Path, op: AnchorOp, stream: &mut StreamHandle)
             None => Ok(Reply::Stat(None)),
             Some(el) => el.peek(ctx, path).await.map(|s| Reply::Stat(Some(s))),
         },
-        AnchorOp::Scrub => scrub(ctx, path),
+        AnchorOp::Scrub => scrub(ctx, path).await,
         AnchorOp::Events => return server::events::local(ctx, path, stream).await,
         AnchorOp::Stats => server::stats::local(ctx, path).await,
     })
 }
 
-fn scrub(ctx: &Ctx, path: &Path) -> Response {
+/// Removes the element at `path`. Scrubbing a container answers once the
+/// engine has removed it, so no container outlives a `scrub` that succeeded;
+/// other kinds answer at once (a watcher stops its processes afterwards).
+async fn scrub(ctx: &Ctx, path: &Path) -> Response {
     if path.is_server_root() {
         return Err(WireError::at(
             ErrorKind::Invalid,
@@ -312,7 +315,11 @@ fn scrub(ctx: &Ctx, path: &Path) -> Response {
         )),
         Some(el) => {
             info!(op = "scrub", %path, kind = %el.kind(), "scrubbing");
-            el.scrub();
+            let removed = matches!(el, Element::Docker(_));
+            let done = el.scrub();
+            if removed {
+                done.await;
+            }
             Ok(Reply::Done)
         }
     }
