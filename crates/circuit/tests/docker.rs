@@ -112,6 +112,28 @@ fn streams_round_trip_and_exit_codes_come_through_wait() {
 }
 
 #[test]
+fn output_nobody_reads_holds_the_container_back() {
+    if !docker::available() {
+        return;
+    }
+    let (srv, _clean) = docker_server();
+    let big = format!("{}/big", srv.id);
+    // 8 MiB is far more than the engine and the sockets buffer.
+    let script = "head -c 8388608 /dev/zero; echo done >&2";
+    ok(srv.cli_in("mkdkr", &[&big], spec("/bin/sh", &["-c", script]).as_bytes()));
+    std::thread::sleep(Duration::from_secs(2));
+    let peek = json(&ok(srv.cli("peek", &[&big])));
+    assert_eq!(peek["State"]["Running"], true, "it ran on with nobody reading: {}", peek["State"]);
+    let out = srv.cli("stdout", &[&big]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout.len(), 8 << 20);
+    assert!(out.stdout.iter().all(|&b| b == 0));
+    assert_eq!(ok(srv.cli("stderr", &[&big])), "done\n");
+    assert_eq!(json(&ok(srv.cli("wait", &[&big])))["State"]["ExitCode"], 0);
+    ok(srv.cli("scrub", &[&big]));
+}
+
+#[test]
 fn signal_term_ends_a_sleep_and_peek_shows_the_engine_state() {
     if !docker::available() {
         return;
