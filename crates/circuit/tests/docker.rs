@@ -123,7 +123,11 @@ fn output_nobody_reads_holds_the_container_back() {
     ok(srv.cli_in("mkdkr", &[&big], spec("/bin/sh", &["-c", script]).as_bytes()));
     std::thread::sleep(Duration::from_secs(2));
     let peek = json(&ok(srv.cli("peek", &[&big])));
-    assert_eq!(peek["State"]["Running"], true, "it ran on with nobody reading: {}", peek["State"]);
+    assert_eq!(
+        peek["State"]["Running"], true,
+        "it ran on with nobody reading: {}",
+        peek["State"]
+    );
     let out = srv.cli("stdout", &[&big]);
     assert!(out.status.success());
     assert_eq!(out.stdout.len(), 8 << 20);
