@@ -264,14 +264,19 @@ fn raise_fd_limit() {
 /// The most the server waits at stop for its elements to free everything.
 pub const STOP_DEADLINE_CAP: Duration = Duration::from_secs(60);
 
+/// What the stop deadline allows for the engine to remove the containers
+/// (`rm -f`, all at once), beyond [`STOP_MARGIN`].
+pub const DOCKER_STOP: Duration = Duration::from_secs(10);
+
 /// What the stop deadline allows beyond the longest GracefulTimeout (for
 /// the SIGKILL, the reaping and the hooks around them).
 pub const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 /// The server's last steps: scrubs every element and waits until each has
 /// freed everything (watchers: every process stopped gracefully, per its
-/// GracefulTimeout) and every task on the tracker has ended — at most the
-/// longest GracefulTimeout plus [`STOP_MARGIN`], capped at
+/// GracefulTimeout; containers: removed by the engine) and every task on
+/// the tracker has ended — at most the longest GracefulTimeout (or
+/// [`DOCKER_STOP`] with containers) plus [`STOP_MARGIN`], capped at
 /// [`STOP_DEADLINE_CAP`] — then stops the reaper.
 async fn drain(state: &State) {
     let (ctx, rt) = (&state.ctx, &state.ctx.rt);
@@ -282,6 +287,7 @@ async fn drain(state: &State) {
         .iter()
         .filter_map(|el| match el {
             elements::Element::Watch(w) => Some(w.graceful_timeout()),
+            elements::Element::Docker(_) => Some(DOCKER_STOP),
             _ => None,
         })
         .max()

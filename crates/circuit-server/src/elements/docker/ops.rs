@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::query_parameters::{
@@ -173,12 +174,18 @@ fn follow(ctx: &Ctx, path: &Path, c: Arc<Container>) {
                 c.pid.store(pid as u32, Ordering::Relaxed);
                 ctx.events.emit(&path, EventKind::Spawned { pid: pid as u32 });
             }
-            let opts = WaitContainerOptions {
-                condition: "not-running".into(),
-            };
-            // An exit code other than 0 comes as an error; any answer means the end.
-            let _ = docker.wait_container(&c.name, Some(opts)).next().await;
-            inspect(&c).await
+            loop {
+                let opts = WaitContainerOptions {
+                    condition: "not-running".into(),
+                };
+                // An exit code other than 0 comes as an error: any answer may be the end.
+                let _ = docker.wait_container(&c.name, Some(opts)).next().await;
+                match inspect(&c).await {
+                    // The engine's answer was a failure (it restarted?), not the end.
+                    Ok(stat) if stat.running() => ctx.rt.clock.sleep(Duration::from_secs(1)).await,
+                    other => break other,
+                }
+            }
         };
         let ended = tokio::select! {
             r = life => r,
