@@ -302,3 +302,52 @@ fn stop_removes_containers_and_a_restart_sweeps_a_killed_servers() {
     ok(live.cli("scrub", &[&format!("{}/keep", live.id)]));
     assert!(containers_of(&live.id).is_empty());
 }
+
+#[test]
+fn the_library_drives_a_container_with_a_typed_handle() {
+    if !docker::available() {
+        return;
+    }
+    let (srv, _clean) = docker_server();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use circuit_client::{Client, DockerSpec, ElementStat, ErrorKind};
+        use tokio::io::AsyncWriteExt;
+        let client = Client::dial(&srv.url, None).await.unwrap();
+        let anchor = client.walk(&srv.id).unwrap().walk("lib").unwrap();
+        let d = anchor
+            .make_docker(DockerSpec::new(IMAGE, "/bin/wc", ["-c"]))
+            .await
+            .unwrap();
+        assert!(d.peek().await.unwrap().running());
+        // A second reader of one stream is refused while the first reads.
+        let out = d.stdout().await.unwrap();
+        let busy = d.stdout().await.err().expect("a second stdout reader");
+        assert_eq!(busy.kind(), Some(ErrorKind::Busy), "{busy}");
+        let mut input = d.stdin().await.unwrap();
+        input.write_all(b"twelve bytes").await.unwrap();
+        input.close().await.unwrap();
+        assert_eq!(String::from_utf8(out.read_all().await.unwrap()).unwrap().trim(), "12");
+        let end = d.wait().await.unwrap();
+        assert_eq!(end.exit_code(), Some(0));
+        assert_eq!(
+            end.name().unwrap(),
+            format!("circuit-{}-lib", srv.id.trim_start_matches('/'))
+        );
+        assert!(matches!(anchor.wait().await.unwrap(), ElementStat::Docker(_)));
+        // A docker handle on a process is a clear error, not a hang.
+        let p = client.walk(&srv.id).unwrap().walk("p").unwrap();
+        p.make_proc(circuit_client::ProcSpec::new("/bin/true", Vec::<String>::new()))
+            .await
+            .unwrap();
+        let e = p.docker().peek().await.unwrap_err();
+        assert_eq!(e.kind(), Some(ErrorKind::WrongKind), "{e}");
+        d.scrub().await.unwrap();
+        let e = d.wait().await.unwrap_err();
+        assert_eq!(e.kind(), Some(ErrorKind::NotFound), "{e}");
+    });
+    assert!(containers_of(&srv.id).is_empty());
+}

@@ -5,8 +5,10 @@
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-/// The image the tests run: Debian's static busybox, imported locally.
-pub const IMAGE: &str = "circuit-test-busybox:latest";
+/// The image the tests run: Debian's static busybox, imported locally. The
+/// tag changes with [`APPLETS`], so an image left by an older list is not
+/// taken for this one.
+pub const IMAGE: &str = "circuit-test-busybox:1";
 
 /// The applets the image holds as links to busybox.
 const APPLETS: &[&str] = &[
