@@ -6,6 +6,7 @@ pub mod beacon;
 pub mod chan;
 pub mod chunk;
 pub mod conn;
+pub mod docker;
 pub mod element;
 pub mod event;
 pub mod frame;
@@ -19,9 +20,10 @@ pub mod url;
 pub mod watch;
 
 pub use chan::ChanStat;
+pub use docker::{DockerSpec, DockerStat};
 pub use element::{ElementKind, ElementStat, ServerStat};
 pub use event::{Event, EventKind, WatchEvent};
-pub use msg::{AnchorOp, ChanOp, Op, ProcOp, ServerOp, SubscriptionOp, WatchOp};
+pub use msg::{AnchorOp, ChanOp, DockerOp, Op, ProcOp, ServerOp, SubscriptionOp, WatchOp};
 pub use msg::{
     Entry, ErrorKind, Member, MemberState, ReloadFailure, ReloadReport, Reply, Request, Response, WireError,
 };

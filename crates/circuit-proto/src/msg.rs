@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::docker::DockerSpec;
 use crate::element::{ElementKind, ElementStat};
 use crate::path::{Path, ServerId};
 use crate::proc::{ProcSpec, ProcStat};
@@ -28,7 +29,9 @@ pub enum Op {
     Anchor(AnchorOp),
     /// On a server's root `/X…`.
     Server(ServerOp),
-    /// On a process; a watcher answers `Stdout`, `Stderr` and `Signal` too.
+    /// On a process. Its stream verbs (`Stdin`, `Stdout`, `Stderr`, `Wait`,
+    /// `Signal`) are the process-like op set: a docker container answers
+    /// them all, a watcher `Stdout`, `Stderr` and `Signal`.
     Proc(ProcOp),
     /// On a channel; a subscription answers `Recv` too.
     Chan(ChanOp),
@@ -36,6 +39,8 @@ pub enum Op {
     Watch(WatchOp),
     /// On a membership subscription.
     Subscription(SubscriptionOp),
+    /// On a docker container (which answers the stream verbs of [`ProcOp`] too).
+    Docker(DockerOp),
 }
 
 /// Operations on any anchor.
@@ -101,8 +106,9 @@ pub enum ProcOp {
     Stdout,
     /// Read its stderr, as `Stdout`.
     Stderr,
-    /// Block until it has ended; the answer is its status ([`Reply::Exit`]).
-    /// The server gives up if the client closes its side first.
+    /// Block until it has ended; the answer is its status ([`Reply::Exit`];
+    /// for a docker container, [`Reply::Stat`] with its inspect data). The
+    /// server gives up if the client closes its side first.
     Wait,
     /// Send it a signal: a name (`TERM`, `SIGTERM`, `term`) or a number
     /// (`15`), resolved by the server, since numbers differ between platforms.
@@ -174,6 +180,15 @@ pub enum WatchOp {
     /// Read or change its process count; the answer is the count after the
     /// change ([`Reply::Count`]).
     Scale(ScaleOp),
+}
+
+/// Operations on a docker element; its streams, `wait` and `signal` are
+/// the [`ProcOp`] verbs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DockerOp {
+    /// Create and start a container and hold it at the path (answered once
+    /// it has started, or failed to).
+    Make(Box<DockerSpec>),
 }
 
 /// Operations on a membership subscription.
@@ -250,6 +265,7 @@ impl Op {
                 WatchOp::Scale(_) => "numprocs",
             },
             Op::Subscription(SubscriptionOp::Make(source)) => source.verb(),
+            Op::Docker(DockerOp::Make(_)) => "mkdkr",
         }
     }
 
@@ -273,7 +289,7 @@ macro_rules! op_from {
         }
     )*};
 }
-op_from!(AnchorOp => Anchor, ServerOp => Server, ProcOp => Proc, ChanOp => Chan, WatchOp => Watch, SubscriptionOp => Subscription);
+op_from!(AnchorOp => Anchor, ServerOp => Server, ProcOp => Proc, ChanOp => Chan, WatchOp => Watch, SubscriptionOp => Subscription, DockerOp => Docker);
 
 /// One line of a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

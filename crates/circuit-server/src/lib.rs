@@ -47,6 +47,9 @@ pub struct Config {
     /// The most connections one client address may hold open
     /// ([`DEFAULT_MAX_CONNS_PER_ADDR`]); more are closed as they come.
     pub max_conns_per_addr: usize,
+    /// Enable docker elements (`start -docker`), through the engine at
+    /// `DOCKER_HOST` (default `unix:///var/run/docker.sock`).
+    pub docker: bool,
 }
 
 /// How long a connection may carry no stream before the server closes it.
@@ -166,6 +169,9 @@ impl Server {
             url: Arc::new(url),
             joined: joined.into(),
             started: clock.now(),
+            docker: config
+                .docker
+                .then(|| Arc::new(elements::docker::Engine::new(id, var.path.clone()))),
         };
         let state = Arc::new(State {
             ctx,
@@ -202,6 +208,16 @@ impl Server {
             Some(url) => info!(%url, "joining the cluster of {}", url.id),
             None if state.config.discover.is_none() => info!("singleton server"),
             None => {}
+        }
+        if let Some(engine) = state.ctx.docker.clone() {
+            // Off the start path: says at once whether the engine answers,
+            // and sweeps containers left by servers that are gone.
+            state.ctx.rt.tasks.spawn(async move {
+                match engine.client().await {
+                    Ok(_) => info!(socket = %engine.socket(), "enabling docker elements"),
+                    Err(e) => warn!(socket = %engine.socket(), error = %e, "docker elements are enabled, but the engine does not answer yet"),
+                }
+            });
         }
         net::peers::forget_the_departed(state.clone());
         elements::server::events::announce_members(state.ctx.clone());
@@ -250,14 +266,19 @@ fn raise_fd_limit() {
 /// The most the server waits at stop for its elements to free everything.
 pub const STOP_DEADLINE_CAP: Duration = Duration::from_secs(60);
 
+/// What the stop deadline allows for the engine to remove the containers
+/// (`rm -f`, all at once), beyond [`STOP_MARGIN`].
+pub const DOCKER_STOP: Duration = Duration::from_secs(10);
+
 /// What the stop deadline allows beyond the longest GracefulTimeout (for
 /// the SIGKILL, the reaping and the hooks around them).
 pub const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 /// The server's last steps: scrubs every element and waits until each has
 /// freed everything (watchers: every process stopped gracefully, per its
-/// GracefulTimeout) and every task on the tracker has ended — at most the
-/// longest GracefulTimeout plus [`STOP_MARGIN`], capped at
+/// GracefulTimeout; containers: removed by the engine) and every task on
+/// the tracker has ended — at most the longest GracefulTimeout (or
+/// [`DOCKER_STOP`] with containers) plus [`STOP_MARGIN`], capped at
 /// [`STOP_DEADLINE_CAP`] — then stops the reaper.
 async fn drain(state: &State) {
     let (ctx, rt) = (&state.ctx, &state.ctx.rt);
@@ -268,6 +289,7 @@ async fn drain(state: &State) {
         .iter()
         .filter_map(|el| match el {
             elements::Element::Watch(w) => Some(w.graceful_timeout()),
+            elements::Element::Docker(_) => Some(DOCKER_STOP),
             _ => None,
         })
         .max()

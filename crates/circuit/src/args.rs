@@ -10,6 +10,7 @@ const LONG: &[&str] = &[
     "addr",
     "join",
     "discover",
+    "docker",
     "if",
     "var",
     "long",

@@ -479,6 +479,13 @@ leaf!(
 );
 
 leaf!(
+    /// A size: a whole number ≥ 0; `null` is 0.
+    BytesOrNull(u64),
+    "a whole number ≥ 0",
+    |v| if v.is_null() { Some(0) } else { v.as_u64() }
+);
+
+leaf!(
     /// A size that is not 0.
     NonZeroBytes(u64),
     "a number of bytes > 0",

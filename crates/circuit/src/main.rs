@@ -91,6 +91,16 @@ mod tests {
     }
 
     #[test]
+    fn docker_is_a_go_style_start_flag() {
+        for flag in ["-docker", "--docker"] {
+            let cli = parse(&["start", "-a", ":0", flag]).unwrap();
+            assert!(matches!(cli.cmd, cmd::Cmd::Start(ref a) if a.docker), "{flag}");
+        }
+        let cli = parse(&["start", "-a", ":0"]).unwrap();
+        assert!(matches!(cli.cmd, cmd::Cmd::Start(ref a) if !a.docker));
+    }
+
+    #[test]
     fn malformed_values_are_refused_in_one_line() {
         let e = parse(&["peek", "relative"]).unwrap_err();
         assert_eq!(

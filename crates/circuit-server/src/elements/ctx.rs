@@ -33,6 +33,8 @@ pub struct Ctx {
     pub joined: Arc<str>,
     /// When it started, for uptimes.
     pub started: std::time::Instant,
+    /// The Docker engine, when the server was started with `-docker`.
+    pub docker: Option<Arc<super::docker::Engine>>,
 }
 
 impl Ctx {

@@ -8,6 +8,7 @@
 
 pub mod chan;
 mod ctx;
+pub mod docker;
 pub mod proc;
 pub mod server;
 pub mod subscription;
@@ -89,7 +90,9 @@ impl Future for Scrubbed {
 }
 
 use circuit_proto::conn::StreamHandle;
-use circuit_proto::{AnchorOp, ChanOp, ElementKind, ElementStat, ErrorKind, Op, Path, ProcOp, Reply, Response};
+use circuit_proto::{
+    AnchorOp, ChanOp, DockerOp, ElementKind, ElementStat, ErrorKind, Op, Path, ProcOp, Reply, Response,
+};
 use circuit_proto::{SubscriptionOp, WatchOp, WireError};
 use tracing::info;
 
@@ -118,6 +121,8 @@ pub enum Element {
     Subscription(Arc<subscription::Subscription>),
     /// A watcher keeping copies of a command running.
     Watch(Arc<watch::Watch>),
+    /// A docker container made by this server.
+    Docker(Arc<docker::Container>),
 }
 
 impl Element {
@@ -129,6 +134,7 @@ impl Element {
             Element::Chan(_) => ElementKind::Chan,
             Element::Subscription(s) => ElementKind::Subscription(s.source()),
             Element::Watch(_) => ElementKind::Watch,
+            Element::Docker(_) => ElementKind::Docker,
         }
     }
 
@@ -138,6 +144,7 @@ impl Element {
         match self {
             Element::Proc(p) => proc::ops::processes(p),
             Element::Watch(w) => watch::ops::processes(w),
+            Element::Docker(d) => docker::ops::processes(d),
             Element::Server | Element::Chan(_) | Element::Subscription(_) => Vec::new(),
         }
     }
@@ -150,6 +157,7 @@ impl Element {
             Element::Chan(c) => ElementStat::Chan(c.stat()),
             Element::Subscription(s) => ElementStat::Subscription(s.stat()),
             Element::Watch(w) => ElementStat::Watch(Box::new(watch::ops::peek(w, path).await?)),
+            Element::Docker(d) => docker::ops::peek(d, path).await?,
         })
     }
 
@@ -175,6 +183,7 @@ impl Element {
                 Scrubbed::done()
             }
             Element::Watch(w) => w.scrub(),
+            Element::Docker(d) => d.scrub(),
         }
     }
 
@@ -188,6 +197,8 @@ impl Element {
             (Element::Watch(w), Op::Proc(op @ (ProcOp::Stdout | ProcOp::Stderr | ProcOp::Signal(_)))) => {
                 watch::ops::serve_proc(&w, path, op, stream).await
             }
+            // A container is process-like: it answers every process verb.
+            (Element::Docker(d), Op::Proc(op)) => docker::ops::serve_proc(&d, path, op, stream).await,
             (Element::Chan(c), Op::Chan(op)) => chan::ops::serve(&c, path, op, stream).await,
             // A subscription reads like a channel.
             (Element::Subscription(s), Op::Chan(ChanOp::Recv)) => subscription::ops::recv(path, s, stream).await,
@@ -199,7 +210,9 @@ impl Element {
 /// The noun for the kind an op wants, in error messages.
 fn wanted(op: &Op) -> &'static str {
     match op {
-        Op::Proc(_) => "proc",
+        Op::Proc(ProcOp::Make(_)) => "proc",
+        Op::Proc(_) => "proc or a docker container",
+        Op::Docker(_) => "docker",
         Op::Chan(_) => "chan",
         Op::Watch(_) => "watch",
         Op::Subscription(_) => "subscription",
@@ -243,6 +256,8 @@ pub async fn serve(ctx: &Ctx, path: &Path, op: Op, stream: &mut StreamHandle) ->
         | Op::Chan(ChanOp::Make { .. })
         | Op::Watch(WatchOp::Make(_))
         | Op::Subscription(SubscriptionOp::Make(_))) => return Some(make(ctx, path, op)),
+        // Making a container waits on the engine: the one async make.
+        Op::Docker(DockerOp::Make(spec)) => return Some(docker::ops::make(ctx, path, *spec).await),
         op => op,
     };
     let Some(el) = ctx.get(path) else {
@@ -274,13 +289,16 @@ async fn anchor(ctx: &Ctx, path: &Path, op: AnchorOp, stream: &mut StreamHandle)
             None => Ok(Reply::Stat(None)),
             Some(el) => el.peek(ctx, path).await.map(|s| Reply::Stat(Some(s))),
         },
-        AnchorOp::Scrub => scrub(ctx, path),
+        AnchorOp::Scrub => scrub(ctx, path).await,
         AnchorOp::Events => return server::events::local(ctx, path, stream).await,
         AnchorOp::Stats => server::stats::local(ctx, path).await,
     })
 }
 
-fn scrub(ctx: &Ctx, path: &Path) -> Response {
+/// Removes the element at `path`. Scrubbing a container answers once the
+/// engine has removed it, so no container outlives a `scrub` that succeeded;
+/// other kinds answer at once (a watcher stops its processes afterwards).
+async fn scrub(ctx: &Ctx, path: &Path) -> Response {
     if path.is_server_root() {
         return Err(WireError::at(
             ErrorKind::Invalid,
@@ -297,7 +315,11 @@ fn scrub(ctx: &Ctx, path: &Path) -> Response {
         )),
         Some(el) => {
             info!(op = "scrub", %path, kind = %el.kind(), "scrubbing");
-            el.scrub();
+            let removed = matches!(el, Element::Docker(_));
+            let done = el.scrub();
+            if removed {
+                done.await;
+            }
             Ok(Reply::Done)
         }
     }

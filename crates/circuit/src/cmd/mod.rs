@@ -5,6 +5,7 @@
 pub mod anchor;
 pub mod chan;
 pub mod config;
+pub mod docker;
 pub mod keygen;
 pub mod observe;
 pub mod proc;
@@ -49,6 +50,9 @@ pub enum ClientCmd {
     /// mkproc, stdin, stdout, stderr, wait, waitall, signal.
     #[command(flatten)]
     Proc(proc::Cmd),
+    /// mkdkr.
+    #[command(flatten)]
+    Docker(docker::Cmd),
     /// mk@join, mk@leave.
     #[command(flatten)]
     Subscription(subscription::Cmd),
@@ -99,6 +103,7 @@ impl ClientCmd {
             ClientCmd::Anchor(c) => c.run(client).await,
             ClientCmd::Chan(c) => c.run(client).await,
             ClientCmd::Proc(c) => c.run(client).await,
+            ClientCmd::Docker(c) => c.run(client).await,
             ClientCmd::Subscription(c) => c.run(client).await,
             ClientCmd::Watch(c) => c.run(client).await,
             ClientCmd::Config(c) => c.run(client).await,

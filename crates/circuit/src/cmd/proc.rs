@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use anyhow::{Context as _, Result, bail};
-use circuit_client::{Client, Path, ProcSpec, ProcStat};
+use circuit_client::{Client, Path, ProcSpec};
 use clap::Subcommand;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
@@ -19,17 +19,17 @@ use crate::values;
 pub enum Cmd {
     /// Start a process at PATH; its spec is JSON on stdin, like {"Path": "/bin/ls", "Args": ["/"]}
     Mkproc(Mkproc),
-    /// Copy this tool's stdin into the process at PATH, then close the process's stdin
+    /// Copy this tool's stdin into the process (or container) at PATH, then close its stdin
     Stdin(Stdin),
-    /// Copy the stdout of the process at PATH to this tool's stdout, until it ends; on a watch, print the kept stdout of its processes, each line prefixed by "[WID] "
+    /// Copy the stdout of the process (or container) at PATH to this tool's stdout, until it ends; on a watch, print the kept stdout of its processes, each line prefixed by "[WID] "
     Stdout(Output),
-    /// Copy the stderr of the process at PATH to this tool's stdout, until it ends; on a watch, as stdout
+    /// Copy the stderr of the process (or container) at PATH to this tool's stdout, until it ends; on a watch, as stdout
     Stderr(Output),
-    /// Wait until the process at PATH exits; print its status as JSON
+    /// Wait until the process (or container) at PATH exits; print its status as JSON (a container's: the engine's inspect data)
     Wait(Wait),
-    /// Wait until every process named on stdin (one path a line) has exited
+    /// Wait until every process (or container) named on stdin (one path a line) has exited
     Waitall(Waitall),
-    /// Send a signal to the process at PATH (to every process of a watch): `signal TERM PATH` (or `signal PATH TERM`; SIGTERM, term, 15 work too)
+    /// Send a signal to the process (or container) at PATH (to every process of a watch): `signal TERM PATH` (or `signal PATH TERM`; SIGTERM, term, 15 work too)
     Signal(Signal),
 }
 
@@ -212,10 +212,6 @@ fn one_slot(all: &[u8], wid: u32) -> Vec<u8> {
         .collect()
 }
 
-fn print_stat(stat: &ProcStat) -> Result<()> {
-    print_json(stat)
-}
-
 /// `wait PATH`: blocks until the process ends, prints its status.
 #[derive(clap::Args, Debug)]
 pub struct Wait {
@@ -229,11 +225,10 @@ impl Wait {
     pub async fn run(self, client: &Client) -> Result<()> {
         let stat = client
             .anchor(self.path.clone())
-            .proc()
             .wait()
             .await
             .map_err(|e| failed("wait", &self.path, e))?;
-        print_stat(&stat)
+        print_json(&stat)
     }
 }
 
@@ -256,8 +251,8 @@ impl Waitall {
             .collect::<Result<Vec<_>, _>>()?;
         let mut set = tokio::task::JoinSet::new();
         for path in paths {
-            let proc = client.anchor(path.clone()).proc();
-            set.spawn(async move { proc.wait().await.map_err(|e| failed("waitall", &path, e)) });
+            let anchor = client.anchor(path.clone());
+            set.spawn(async move { anchor.wait().await.map_err(|e| failed("waitall", &path, e)) });
         }
         while let Some(done) = set.join_next().await {
             done.context("waitall")??;

@@ -51,6 +51,9 @@ pub struct Args {
     /// The most connections one client address may hold open at once
     #[arg(long = "max-conns-per-addr", value_name = "N", default_value_t = circuit_server::DEFAULT_MAX_CONNS_PER_ADDR as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_conns_per_addr: u64,
+    /// Enable docker elements (mkdkr), through the Docker engine's unix socket ($DOCKER_HOST, default unix:///var/run/docker.sock)
+    #[arg(long = "docker")]
+    pub docker: bool,
 }
 
 /// A duration: a number and a unit, `ms`, `s`, `m` or `h` (seconds if none).
@@ -122,6 +125,7 @@ fn config(args: &Args, net: &DialArgs) -> Result<Config> {
         config_file: args.config.as_deref().map(crate::cmd::config::file).transpose()?,
         idle_timeout: args.idle_timeout,
         max_conns_per_addr: args.max_conns_per_addr as usize,
+        docker: args.docker,
     })
 }
 

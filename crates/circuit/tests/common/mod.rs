@@ -3,6 +3,7 @@
 //! killed by PID when its handle drops.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
