@@ -351,6 +351,15 @@ pub fn alive(pid: u64) -> bool {
 
 /// The children of `parent` and their state letters, from /proc.
 pub fn children(parent: u64) -> Vec<(u64, char)> {
+    processes()
+        .into_iter()
+        .filter(|p| p.1 == parent)
+        .map(|p| (p.0, p.2))
+        .collect()
+}
+
+/// Every process: its pid, its parent's and its state letter, from /proc.
+pub fn processes() -> Vec<(u64, u64, char)> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -364,8 +373,8 @@ pub fn children(parent: u64) -> Vec<(u64, char)> {
         };
         let Some(close) = stat.rfind(')') else { continue };
         let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        if f.get(1).and_then(|p| p.parse::<u64>().ok()) == Some(parent) {
-            out.push((pid, f[0].chars().next().unwrap_or('?')));
+        if let Some(ppid) = f.get(1).and_then(|p| p.parse::<u64>().ok()) {
+            out.push((pid, ppid, f[0].chars().next().unwrap_or('?')));
         }
     }
     out
