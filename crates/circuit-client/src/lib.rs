@@ -18,6 +18,7 @@ mod anchor;
 mod chan;
 mod client;
 mod discover;
+mod dns;
 mod error;
 mod events;
 mod pipelined;
@@ -29,15 +30,16 @@ pub use anchor::{Anchor, Server};
 pub use chan::{Chan, ChanReader, ChanWriter};
 pub use circuit_proto::stats::SAMPLE_MS;
 pub use circuit_proto::{
-    ChanStat, CircuitUrl, ClusterStats, ElementKind, ElementStat, Entry, ErrorKind, Event, EventKind, Key, Path,
-    ProcExit, ProcPhase, ProcSpec, ProcStat, ProcessStats, ReloadFailure, ReloadReport, ServerId, ServerStat,
-    ServerStats, SubscriptionSource, SubscriptionStat, WireError,
+    ChanStat, CircuitUrl, ClusterStats, DnsSpec, DnsStat, ElementKind, ElementStat, Entry, ErrorKind, Event, EventKind,
+    Key, Path, ProcExit, ProcPhase, ProcSpec, ProcStat, ProcessStats, ReloadFailure, ReloadReport, ServerId,
+    ServerStat, ServerStats, SubscriptionSource, SubscriptionStat, WireError,
 };
 pub use circuit_proto::{FileOutput, HooksSpec, OutputSpec};
 pub use circuit_proto::{FlappingSpec, ScaleOp, WatchAction, WatchProcStat, WatchSpec, WatchStat, WatchState};
 pub use circuit_proto::{SocketSpec, SocketStat};
 pub use client::Client;
 pub use discover::discover_url;
+pub use dns::Dns;
 pub use error::Error;
 pub use events::EventStream;
 pub use pipelined::{ChanReceiver, ChanSender, FlushError, RECV_CREDIT, SEND_WINDOW};

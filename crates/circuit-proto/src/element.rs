@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::chan::ChanStat;
+use crate::dns::DnsStat;
 use crate::proc::ProcStat;
 use crate::subscription::{SubscriptionSource, SubscriptionStat};
 use crate::watch::WatchStat;
@@ -24,10 +25,12 @@ pub enum ElementKind {
     Watch,
     /// A membership subscription, `@join` or `@leave`.
     Subscription(SubscriptionSource),
+    /// A DNS server.
+    Dns,
 }
 
 impl ElementKind {
-    /// The name `ls -l` shows: `server`, `proc`, `chan`, `watch`, `@join`, `@leave`.
+    /// The name `ls -l` shows: `server`, `proc`, `chan`, `watch`, `dns`, `@join`, `@leave`.
     pub fn as_str(self) -> &'static str {
         match self {
             ElementKind::Server => "server",
@@ -35,6 +38,7 @@ impl ElementKind {
             ElementKind::Chan => "chan",
             ElementKind::Watch => "watch",
             ElementKind::Subscription(s) => s.kind(),
+            ElementKind::Dns => "dns",
         }
     }
 }
@@ -74,6 +78,8 @@ pub enum ElementStat {
     Watch(Box<WatchStat>),
     /// A subscription.
     Subscription(SubscriptionStat),
+    /// A DNS server.
+    Dns(DnsStat),
 }
 
 impl ElementStat {
@@ -85,6 +91,7 @@ impl ElementStat {
             ElementStat::Chan(_) => ElementKind::Chan,
             ElementStat::Watch(_) => ElementKind::Watch,
             ElementStat::Subscription(s) => ElementKind::Subscription(s.source),
+            ElementStat::Dns(_) => ElementKind::Dns,
         }
     }
 
@@ -96,6 +103,7 @@ impl ElementStat {
             ElementStat::Chan(s) => serde_json::to_value(s),
             ElementStat::Watch(s) => serde_json::to_value(s),
             ElementStat::Subscription(s) => serde_json::to_value(s),
+            ElementStat::Dns(s) => serde_json::to_value(s),
         };
         v.unwrap_or(serde_json::Value::Null)
     }
@@ -111,6 +119,7 @@ impl Serialize for ElementStat {
                 ElementStat::Chan(v) => v.serialize(s),
                 ElementStat::Watch(v) => v.serialize(s),
                 ElementStat::Subscription(v) => v.serialize(s),
+                ElementStat::Dns(v) => v.serialize(s),
             };
         }
         match self {
@@ -119,6 +128,7 @@ impl Serialize for ElementStat {
             ElementStat::Chan(v) => s.serialize_newtype_variant("ElementStat", 2, "Chan", v),
             ElementStat::Watch(v) => s.serialize_newtype_variant("ElementStat", 3, "Watch", v),
             ElementStat::Subscription(v) => s.serialize_newtype_variant("ElementStat", 4, "Subscription", v),
+            ElementStat::Dns(v) => s.serialize_newtype_variant("ElementStat", 5, "Dns", v),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod beacon;
 pub mod chan;
 pub mod chunk;
 pub mod conn;
+pub mod dns;
 pub mod element;
 pub mod event;
 pub mod frame;
@@ -19,6 +20,7 @@ pub mod url;
 pub mod watch;
 
 pub use chan::ChanStat;
+pub use dns::{DnsOp, DnsSpec, DnsStat};
 pub use element::{ElementKind, ElementStat, ServerStat};
 pub use event::{Event, EventKind, WatchEvent};
 pub use msg::{AnchorOp, ChanOp, Op, ProcOp, ServerOp, SubscriptionOp, WatchOp};

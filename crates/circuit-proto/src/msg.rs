@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dns::DnsOp;
 use crate::element::{ElementKind, ElementStat};
 use crate::path::{Path, ServerId};
 use crate::proc::{ProcSpec, ProcStat};
@@ -36,6 +37,8 @@ pub enum Op {
     Watch(WatchOp),
     /// On a membership subscription.
     Subscription(SubscriptionOp),
+    /// On a DNS server element.
+    Dns(DnsOp),
 }
 
 /// Operations on any anchor.
@@ -250,6 +253,12 @@ impl Op {
                 WatchOp::Scale(_) => "numprocs",
             },
             Op::Subscription(SubscriptionOp::Make(source)) => source.verb(),
+            Op::Dns(op) => match op {
+                DnsOp::Make(_) => "mkdns",
+                DnsOp::Set(_) => "set",
+                DnsOp::Unset(_) => "unset",
+                DnsOp::Replace(_) => "setall",
+            },
         }
     }
 
@@ -260,6 +269,7 @@ impl Op {
             self,
             Op::Anchor(AnchorOp::List { .. } | AnchorOp::Peek | AnchorOp::Scrub)
                 | Op::Chan(ChanOp::Make { .. } | ChanOp::Close)
+                | Op::Dns(_)
         )
     }
 }
@@ -273,7 +283,7 @@ macro_rules! op_from {
         }
     )*};
 }
-op_from!(AnchorOp => Anchor, ServerOp => Server, ProcOp => Proc, ChanOp => Chan, WatchOp => Watch, SubscriptionOp => Subscription);
+op_from!(AnchorOp => Anchor, ServerOp => Server, ProcOp => Proc, ChanOp => Chan, WatchOp => Watch, SubscriptionOp => Subscription, DnsOp => Dns);
 
 /// One line of a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

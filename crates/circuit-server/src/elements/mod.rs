@@ -8,6 +8,7 @@
 
 pub mod chan;
 mod ctx;
+pub mod dns;
 pub mod proc;
 pub mod server;
 pub mod subscription;
@@ -90,7 +91,7 @@ impl Future for Scrubbed {
 
 use circuit_proto::conn::StreamHandle;
 use circuit_proto::{AnchorOp, ChanOp, ElementKind, ElementStat, ErrorKind, Op, Path, ProcOp, Reply, Response};
-use circuit_proto::{SubscriptionOp, WatchOp, WireError};
+use circuit_proto::{DnsOp, SubscriptionOp, WatchOp, WireError};
 use tracing::info;
 
 pub use ctx::Ctx;
@@ -118,6 +119,8 @@ pub enum Element {
     Subscription(Arc<subscription::Subscription>),
     /// A watcher keeping copies of a command running.
     Watch(Arc<watch::Watch>),
+    /// A DNS server.
+    Dns(Arc<dns::Dns>),
 }
 
 impl Element {
@@ -129,6 +132,7 @@ impl Element {
             Element::Chan(_) => ElementKind::Chan,
             Element::Subscription(s) => ElementKind::Subscription(s.source()),
             Element::Watch(_) => ElementKind::Watch,
+            Element::Dns(_) => ElementKind::Dns,
         }
     }
 
@@ -138,7 +142,7 @@ impl Element {
         match self {
             Element::Proc(p) => proc::ops::processes(p),
             Element::Watch(w) => watch::ops::processes(w),
-            Element::Server | Element::Chan(_) | Element::Subscription(_) => Vec::new(),
+            Element::Server | Element::Chan(_) | Element::Subscription(_) | Element::Dns(_) => Vec::new(),
         }
     }
 
@@ -150,6 +154,7 @@ impl Element {
             Element::Chan(c) => ElementStat::Chan(c.stat()),
             Element::Subscription(s) => ElementStat::Subscription(s.stat()),
             Element::Watch(w) => ElementStat::Watch(Box::new(watch::ops::peek(w, path).await?)),
+            Element::Dns(d) => ElementStat::Dns(d.stat()),
         })
     }
 
@@ -175,6 +180,7 @@ impl Element {
                 Scrubbed::done()
             }
             Element::Watch(w) => w.scrub(),
+            Element::Dns(d) => d.scrub(),
         }
     }
 
@@ -191,6 +197,7 @@ impl Element {
             (Element::Chan(c), Op::Chan(op)) => chan::ops::serve(&c, path, op, stream).await,
             // A subscription reads like a channel.
             (Element::Subscription(s), Op::Chan(ChanOp::Recv)) => subscription::ops::recv(path, s, stream).await,
+            (Element::Dns(d), Op::Dns(op)) => Some(dns::ops::serve(&d, path, op)),
             (el, op) => Some(Err(wrong_kind(path, el.kind(), &op))),
         }
     }
@@ -203,6 +210,7 @@ fn wanted(op: &Op) -> &'static str {
         Op::Chan(_) => "chan",
         Op::Watch(_) => "watch",
         Op::Subscription(_) => "subscription",
+        Op::Dns(_) => "dns",
         Op::Anchor(_) | Op::Server(_) => "server",
     }
 }
@@ -242,7 +250,8 @@ pub async fn serve(ctx: &Ctx, path: &Path, op: Op, stream: &mut StreamHandle) ->
         op @ (Op::Proc(ProcOp::Make(_))
         | Op::Chan(ChanOp::Make { .. })
         | Op::Watch(WatchOp::Make(_))
-        | Op::Subscription(SubscriptionOp::Make(_))) => return Some(make(ctx, path, op)),
+        | Op::Subscription(SubscriptionOp::Make(_))
+        | Op::Dns(DnsOp::Make(_))) => return Some(make(ctx, path, op)),
         op => op,
     };
     let Some(el) = ctx.get(path) else {
@@ -259,6 +268,7 @@ pub fn make(ctx: &Ctx, path: &Path, op: Op) -> Response {
         Op::Chan(ChanOp::Make { cap }) => chan::ops::make(ctx, path, cap),
         Op::Watch(WatchOp::Make(spec)) => watch::ops::make(ctx, path, *spec),
         Op::Subscription(SubscriptionOp::Make(source)) => subscription::ops::make(ctx, path, source),
+        Op::Dns(DnsOp::Make(spec)) => dns::ops::make(ctx, path, spec),
         op => Err(WireError::at(
             ErrorKind::Invalid,
             path,
@@ -274,13 +284,16 @@ async fn anchor(ctx: &Ctx, path: &Path, op: AnchorOp, stream: &mut StreamHandle)
             None => Ok(Reply::Stat(None)),
             Some(el) => el.peek(ctx, path).await.map(|s| Reply::Stat(Some(s))),
         },
-        AnchorOp::Scrub => scrub(ctx, path),
+        AnchorOp::Scrub => scrub(ctx, path).await,
         AnchorOp::Events => return server::events::local(ctx, path, stream).await,
         AnchorOp::Stats => server::stats::local(ctx, path).await,
     })
 }
 
-fn scrub(ctx: &Ctx, path: &Path) -> Response {
+/// Answers once the element has freed what it held (a DNS server's port
+/// is free again), except a watcher's graceful stop, which may take its
+/// GracefulTimeout: that one goes on after the answer.
+async fn scrub(ctx: &Ctx, path: &Path) -> Response {
     if path.is_server_root() {
         return Err(WireError::at(
             ErrorKind::Invalid,
@@ -297,7 +310,11 @@ fn scrub(ctx: &Ctx, path: &Path) -> Response {
         )),
         Some(el) => {
             info!(op = "scrub", %path, kind = %el.kind(), "scrubbing");
-            el.scrub();
+            let waits = !matches!(el, Element::Watch(_));
+            let done = el.scrub();
+            if waits {
+                done.await;
+            }
             Ok(Reply::Done)
         }
     }

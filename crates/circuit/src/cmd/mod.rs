@@ -5,6 +5,7 @@
 pub mod anchor;
 pub mod chan;
 pub mod config;
+pub mod dns;
 pub mod keygen;
 pub mod observe;
 pub mod proc;
@@ -52,6 +53,9 @@ pub enum ClientCmd {
     /// mk@join, mk@leave.
     #[command(flatten)]
     Subscription(subscription::Cmd),
+    /// mkdns, set, unset.
+    #[command(flatten)]
+    Dns(dns::Cmd),
     /// mkwatch, incr, decr, numprocs, watch.
     #[command(flatten)]
     Watch(watch::Cmd),
@@ -100,6 +104,7 @@ impl ClientCmd {
             ClientCmd::Chan(c) => c.run(client).await,
             ClientCmd::Proc(c) => c.run(client).await,
             ClientCmd::Subscription(c) => c.run(client).await,
+            ClientCmd::Dns(c) => c.run(client).await,
             ClientCmd::Watch(c) => c.run(client).await,
             ClientCmd::Config(c) => c.run(client).await,
             ClientCmd::Top(c) => c.run(client).await,
