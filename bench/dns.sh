@@ -5,7 +5,8 @@
 #   the circuit server's RSS: idle, with an empty DNS element, with 10,000
 #   records in one element.
 # NSD runs by hand from a config of its own in a temp dir, on a loopback port,
-# in the foreground (-d), with no chroot, no privilege drop, no remote control.
+# in the foreground (-d), with no chroot, no privilege drop, no remote control,
+# one server process (server-count: 1) and no response rate limiting.
 # Only 127.0.0.1 is used. At exit the trap kills what the run started, by pid,
 # and removes the temp dir.
 #
@@ -121,6 +122,9 @@ server:
     pidfile: "$tmp/nsd/nsd.pid"
     logfile: "$tmp/nsd/nsd.log"
     verbosity: 0
+    # Response rate limiting would drop most of a benchmark's answers.
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
 remote-control:
     control-enable: no
 zone:

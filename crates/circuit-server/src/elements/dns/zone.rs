@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use circuit_proto::dns::{MAX_RECORD_TEXT, MAX_RECORDS};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding};
 use hickory_proto::serialize::txt::Parser;
 
 /// TTL of a record whose text gives none (as the original's parser did).
@@ -19,39 +19,57 @@ pub mod rtype {
     pub const SOA: u16 = 6;
 }
 
-/// One record, as set, and its wire form.
+/// One record, as set: only its wire form is kept (about 40 bytes and the
+/// wire bytes, where hickory-proto's `Record` takes 272 and more), and it
+/// is decoded again for `peek`.
 #[derive(Debug, Clone)]
 pub struct Stored {
-    /// The record as parsed.
-    pub record: Record,
-    /// Its type number.
-    pub rtype: u16,
     /// The whole record in wire form, names uncompressed, case as typed.
     pub wire: Box<[u8]>,
     /// Bytes of `wire` that are the owner name; what follows is type,
     /// class, TTL, length and data.
     pub owner_len: usize,
+    /// Its type number.
+    pub rtype: u16,
     /// For a CNAME: its target, lower-case wire form.
     pub target: Option<Box<[u8]>>,
 }
 
 impl Stored {
+    /// The record, decoded from its wire form.
+    pub fn record(&self) -> Option<Record> {
+        Record::read(&mut BinDecoder::new(&self.wire)).ok()
+    }
+
     /// The text `peek` shows: `name\tTTL\tclass\ttype\tdata`.
     pub fn text(&self) -> String {
-        let r = &self.record;
-        format!(
-            "{}\t{}\t{}\t{}\t{}",
-            r.name.to_ascii(),
-            r.ttl,
-            r.dns_class,
-            r.record_type(),
-            r.data
-        )
+        match self.record() {
+            Some(r) => format!(
+                "{}\t{}\t{}\t{}\t{}",
+                r.name.to_ascii(),
+                r.ttl,
+                r.dns_class,
+                r.record_type(),
+                r.data
+            ),
+            None => format!("(a record of type {} that does not decode)", self.rtype),
+        }
     }
 
     /// The part of the wire form after the owner name.
     pub fn tail(&self) -> &[u8] {
         &self.wire[self.owner_len..]
+    }
+
+    /// Its owner's lookup key: the owner name in lower case.
+    pub fn key(&self) -> Box<[u8]> {
+        self.wire[..self.owner_len].to_ascii_lowercase().into_boxed_slice()
+    }
+
+    /// The same record (same type, class and data), whatever the TTL.
+    fn same(&self, other: &Stored) -> bool {
+        let (a, b) = (self.tail(), other.tail());
+        a.len() == b.len() && a[..4] == b[..4] && a[8..] == b[8..]
     }
 }
 
@@ -136,11 +154,10 @@ pub fn parse(text: &str) -> Result<Stored, String> {
         _ => None,
     };
     Ok(Stored {
-        rtype: u16::from(rtype),
         wire: wire.into_boxed_slice(),
         owner_len,
+        rtype: u16::from(rtype),
         target,
-        record,
     })
 }
 
@@ -229,16 +246,16 @@ impl Zone {
     /// replaces the first one, so its TTL can change. A name with a CNAME
     /// holds nothing else (RFC 1034 §3.6.2).
     pub fn insert(&mut self, rec: Stored) -> Result<(), String> {
-        let key = key(&rec.record.name);
-        let name = rec.record.name.to_ascii();
+        let key = rec.key();
         if let Some(node) = self.nodes.get_mut(&key) {
-            if let Some(old) = node.records.iter_mut().find(|o| o.record == rec.record) {
+            if let Some(old) = node.records.iter_mut().find(|o| o.same(&rec)) {
                 *old = rec;
                 return Ok(());
             }
             let has_cname = node.cname().is_some();
             if rec.rtype == rtype::CNAME || has_cname {
                 let why = if has_cname { "has a CNAME" } else { "has records" };
+                let name = rec.record().map_or_else(String::new, |r| r.name.to_ascii());
                 return Err(format!(
                     "{name} {why}: a name with a CNAME holds no other record (unset it first)"
                 ));
@@ -282,8 +299,8 @@ impl Zone {
         self.nodes
             .values()
             .filter_map(|n| {
-                let first = n.records.first()?;
-                let name = first.record.name.to_lowercase().to_ascii();
+                let first = n.records.first()?.record()?;
+                let name = first.name.to_lowercase().to_ascii();
                 Some((name, n.records.iter().map(Stored::text).collect()))
             })
             .collect()
