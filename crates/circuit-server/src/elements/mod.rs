@@ -1,6 +1,6 @@
 //! The elements an anchor can hold, and the one place a request for this
 //! server meets them. Each kind is a folder (`proc/`, `chan/`, `watch/`,
-//! `subscription/`, and `server/` for the server's own root) that owns its
+//! `subscription/`, `dns/`, and `server/` for the server's own root) that owns its
 //! operations: `ops.rs` parses nothing (the op arrives typed) and applies
 //! it, streams included. This enum only delegates, so a request for the
 //! wrong kind is an ordinary error, not a failed downcast, and adding a
