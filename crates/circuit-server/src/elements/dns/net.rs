@@ -1,12 +1,14 @@
 //! The DNS element's sockets: binding one port for UDP and TCP, the UDP
 //! receive loop and the TCP connections. Nothing here is logged per query.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +23,10 @@ pub const MAX_TCP: usize = 128;
 /// asks for seconds, not minutes), and so is one whose query takes longer
 /// than this to arrive.
 pub const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Datagrams taken (and answers sent) by one system call.
+const BATCH: usize = 32;
+/// Longest query taken over UDP; a longer datagram is dropped.
+const MAX_UDP_QUERY: usize = 2048;
 /// Tries at finding a port free for both UDP and TCP.
 const BIND_TRIES: usize = 32;
 
@@ -86,26 +92,72 @@ pub fn spawn(
     Ok(())
 }
 
-/// Receives, answers, sends, with one buffer each way, for good.
+/// Receives, answers, sends, for good: up to [`BATCH`] datagrams per
+/// `recvmmsg` and their answers per `sendmmsg` (two system calls for a
+/// batch instead of two per query), into buffers allocated once. nix's
+/// `MultiHeaders` holds raw pointers (not `Send`), so each call makes its
+/// own: two small allocations per batch, not per query.
 async fn udp_loop(sock: &UdpSocket, records: &Records) {
-    let mut buf = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(answer::MAX_UDP);
+    let fd = sock.as_raw_fd();
+    let mut bufs = vec![[0u8; MAX_UDP_QUERY]; BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(answer::MAX_UDP)).collect();
+    let mut got: Vec<(usize, usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
+    let mut peers: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
     let mut pause = Pause::default();
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(_) => {
-                pause.wait().await;
-                continue;
-            }
-        };
-        pause.reset();
-        let reply = answer::answer(&records.read(), &buf[..n], Transport::Udp, &mut out);
-        if reply {
-            // A send that fails (the peer's buffer is full, it is gone) loses
-            // one answer; the client asks again.
-            let _ = sock.send_to(&out, peer).await;
+        got.clear();
+        let received = sock
+            .async_io(Interest::READABLE, || {
+                let mut slices: Vec<[IoSliceMut<'_>; 1]> =
+                    bufs.iter_mut().map(|b| [IoSliceMut::new(&mut b[..])]).collect();
+                let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+                let msgs = recvmmsg(fd, &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+                    .map_err(io::Error::from)?;
+                for (i, m) in msgs.enumerate() {
+                    if !m.flags.contains(MsgFlags::MSG_TRUNC) {
+                        got.push((i, m.bytes, m.address));
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if received.is_err() {
+            pause.wait().await;
+            continue;
         }
+        pause.reset();
+        peers.clear();
+        {
+            let zone = records.read();
+            for &(i, len, peer) in &got {
+                let n = peers.len();
+                if peer.is_some() && answer::answer(&zone, &bufs[i][..len], Transport::Udp, &mut outs[n]) {
+                    peers.push(peer);
+                }
+            }
+        }
+        if peers.is_empty() {
+            continue;
+        }
+        let slices: Vec<[IoSlice<'_>; 1]> = outs[..peers.len()].iter().map(|o| [IoSlice::new(o)]).collect();
+        // An answer that cannot be sent (the peer is gone, a full buffer)
+        // is lost, as a datagram may be: the client asks again.
+        let _ = sock
+            .async_io(Interest::WRITABLE, || {
+                let no_cmsg: [ControlMessage<'_>; 0] = [];
+                let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(peers.len(), None);
+                sendmmsg(
+                    fd,
+                    &mut headers,
+                    slices.iter(),
+                    &peers[..],
+                    no_cmsg,
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map(|_| ())
+                .map_err(io::Error::from)
+            })
+            .await;
     }
 }
 
