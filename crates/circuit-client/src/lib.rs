@@ -18,6 +18,7 @@ mod anchor;
 mod chan;
 mod client;
 mod discover;
+mod dns;
 mod docker;
 mod error;
 mod events;
@@ -30,15 +31,16 @@ pub use anchor::{Anchor, Server};
 pub use chan::{Chan, ChanReader, ChanWriter};
 pub use circuit_proto::stats::SAMPLE_MS;
 pub use circuit_proto::{
-    ChanStat, CircuitUrl, ClusterStats, DockerSpec, DockerStat, ElementKind, ElementStat, Entry, ErrorKind, Event,
-    EventKind, Key, Path, ProcExit, ProcPhase, ProcSpec, ProcStat, ProcessStats, ReloadFailure, ReloadReport, ServerId,
-    ServerStat, ServerStats, SubscriptionSource, SubscriptionStat, WireError,
+    ChanStat, CircuitUrl, ClusterStats, DnsSpec, DnsStat, DockerSpec, DockerStat, ElementKind, ElementStat, Entry,
+    ErrorKind, Event, EventKind, Key, Path, ProcExit, ProcPhase, ProcSpec, ProcStat, ProcessStats, ReloadFailure,
+    ReloadReport, ServerId, ServerStat, ServerStats, SubscriptionSource, SubscriptionStat, WireError,
 };
 pub use circuit_proto::{FileOutput, HooksSpec, OutputSpec};
 pub use circuit_proto::{FlappingSpec, ScaleOp, WatchAction, WatchProcStat, WatchSpec, WatchStat, WatchState};
 pub use circuit_proto::{SocketSpec, SocketStat};
 pub use client::Client;
 pub use discover::discover_url;
+pub use dns::Dns;
 pub use docker::Docker;
 pub use error::Error;
 pub use events::EventStream;

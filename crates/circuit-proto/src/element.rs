@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::chan::ChanStat;
+use crate::dns::DnsStat;
 use crate::docker::DockerStat;
 use crate::proc::ProcStat;
 use crate::subscription::{SubscriptionSource, SubscriptionStat};
@@ -27,10 +28,12 @@ pub enum ElementKind {
     Subscription(SubscriptionSource),
     /// A docker container.
     Docker,
+    /// A DNS server.
+    Dns,
 }
 
 impl ElementKind {
-    /// The name `ls -l` shows: `server`, `proc`, `chan`, `watch`, `@join`, `@leave`, `docker`.
+    /// The name `ls -l` shows: `server`, `proc`, `chan`, `watch`, `dns`, `@join`, `@leave`, `docker`.
     pub fn as_str(self) -> &'static str {
         match self {
             ElementKind::Server => "server",
@@ -39,6 +42,7 @@ impl ElementKind {
             ElementKind::Watch => "watch",
             ElementKind::Subscription(s) => s.kind(),
             ElementKind::Docker => "docker",
+            ElementKind::Dns => "dns",
         }
     }
 }
@@ -80,6 +84,8 @@ pub enum ElementStat {
     Subscription(SubscriptionStat),
     /// A docker container: the engine's inspect data.
     Docker(DockerStat),
+    /// A DNS server.
+    Dns(DnsStat),
 }
 
 impl ElementStat {
@@ -92,6 +98,7 @@ impl ElementStat {
             ElementStat::Watch(_) => ElementKind::Watch,
             ElementStat::Subscription(s) => ElementKind::Subscription(s.source),
             ElementStat::Docker(_) => ElementKind::Docker,
+            ElementStat::Dns(_) => ElementKind::Dns,
         }
     }
 
@@ -104,6 +111,7 @@ impl ElementStat {
             ElementStat::Watch(s) => serde_json::to_value(s),
             ElementStat::Subscription(s) => serde_json::to_value(s),
             ElementStat::Docker(s) => return s.json(),
+            ElementStat::Dns(s) => serde_json::to_value(s),
         };
         v.unwrap_or(serde_json::Value::Null)
     }
@@ -120,6 +128,7 @@ impl Serialize for ElementStat {
                 ElementStat::Watch(v) => v.serialize(s),
                 ElementStat::Subscription(v) => v.serialize(s),
                 ElementStat::Docker(v) => v.serialize(s),
+                ElementStat::Dns(v) => v.serialize(s),
             };
         }
         match self {
@@ -129,6 +138,7 @@ impl Serialize for ElementStat {
             ElementStat::Watch(v) => s.serialize_newtype_variant("ElementStat", 3, "Watch", v),
             ElementStat::Subscription(v) => s.serialize_newtype_variant("ElementStat", 4, "Subscription", v),
             ElementStat::Docker(v) => s.serialize_newtype_variant("ElementStat", 5, "Docker", v),
+            ElementStat::Dns(v) => s.serialize_newtype_variant("ElementStat", 6, "Dns", v),
         }
     }
 }

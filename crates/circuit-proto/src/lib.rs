@@ -6,6 +6,7 @@ pub mod beacon;
 pub mod chan;
 pub mod chunk;
 pub mod conn;
+pub mod dns;
 pub mod docker;
 pub mod element;
 pub mod event;
@@ -20,6 +21,7 @@ pub mod url;
 pub mod watch;
 
 pub use chan::ChanStat;
+pub use dns::{DnsOp, DnsSpec, DnsStat};
 pub use docker::{DockerSpec, DockerStat};
 pub use element::{ElementKind, ElementStat, ServerStat};
 pub use event::{Event, EventKind, WatchEvent};

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dns::DnsOp;
 use crate::docker::DockerSpec;
 use crate::element::{ElementKind, ElementStat};
 use crate::path::{Path, ServerId};
@@ -41,6 +42,8 @@ pub enum Op {
     Subscription(SubscriptionOp),
     /// On a docker container (which answers the stream verbs of [`ProcOp`] too).
     Docker(DockerOp),
+    /// On a DNS server element.
+    Dns(DnsOp),
 }
 
 /// Operations on any anchor.
@@ -266,6 +269,12 @@ impl Op {
             },
             Op::Subscription(SubscriptionOp::Make(source)) => source.verb(),
             Op::Docker(DockerOp::Make(_)) => "mkdkr",
+            Op::Dns(op) => match op {
+                DnsOp::Make(_) => "mkdns",
+                DnsOp::Set(_) => "set",
+                DnsOp::Unset(_) => "unset",
+                DnsOp::Replace(_) => "setall",
+            },
         }
     }
 
@@ -276,6 +285,7 @@ impl Op {
             self,
             Op::Anchor(AnchorOp::List { .. } | AnchorOp::Peek | AnchorOp::Scrub)
                 | Op::Chan(ChanOp::Make { .. } | ChanOp::Close)
+                | Op::Dns(_)
         )
     }
 }
@@ -289,7 +299,7 @@ macro_rules! op_from {
         }
     )*};
 }
-op_from!(AnchorOp => Anchor, ServerOp => Server, ProcOp => Proc, ChanOp => Chan, WatchOp => Watch, SubscriptionOp => Subscription, DockerOp => Docker);
+op_from!(AnchorOp => Anchor, ServerOp => Server, ProcOp => Proc, ChanOp => Chan, WatchOp => Watch, SubscriptionOp => Subscription, DockerOp => Docker, DnsOp => Dns);
 
 /// One line of a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

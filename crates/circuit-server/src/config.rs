@@ -13,7 +13,9 @@
 //! - a declaration that is new is made (`Created`);
 //! - one that is gone is scrubbed, gracefully for watchers (`Removed`);
 //! - one whose spec changed is scrubbed (gracefully) and made again with
-//!   the new spec, so its processes are new ones (`Changed`);
+//!   the new spec, so its processes are new ones (`Changed`); except a DNS
+//!   server whose address stays: its records are replaced in place, on the
+//!   same sockets (`Changed`);
 //! - one that is the same, and whose element is still there, is left alone:
 //!   same processes, same pids (`Unchanged`); if its element was scrubbed by
 //!   hand meanwhile, it is made again (`Created`).
@@ -25,7 +27,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use circuit_proto::WireError;
-use circuit_proto::{ChanOp, ErrorKind, Op, Path, ReloadFailure, ReloadReport, Reply, Response, WatchOp, WatchSpec};
+use circuit_proto::{ChanOp, DnsOp, DnsSpec, ErrorKind, Op, Path, ReloadFailure, ReloadReport, Reply, Response};
+use circuit_proto::{WatchOp, WatchSpec};
 use tracing::{info, warn};
 
 use crate::{Server, State};
@@ -37,6 +40,8 @@ pub enum Declared {
     Watch(Box<WatchSpec>),
     /// A channel with this capacity.
     Chan(u64),
+    /// A DNS server at this address with these records.
+    Dns(DnsSpec),
 }
 
 impl Declared {
@@ -44,6 +49,7 @@ impl Declared {
         match self {
             Declared::Watch(_) => "watch",
             Declared::Chan(_) => "chan",
+            Declared::Dns(_) => "dns",
         }
     }
 }
@@ -94,8 +100,26 @@ fn make(state: &State, path: &Path, d: &Declared) -> Response {
     let op = match d {
         Declared::Watch(spec) => Op::Watch(WatchOp::Make(spec.clone())),
         Declared::Chan(cap) => Op::Chan(ChanOp::Make { cap: *cap }),
+        Declared::Dns(spec) => Op::Dns(DnsOp::Make(spec.clone())),
     };
     crate::elements::make(&state.ctx, path, op)
+}
+
+/// Applies a changed declaration to the element in place, when its kind
+/// can take the change without being made again: a DNS server whose
+/// address stays gets the new records on the same sockets. `None` when it
+/// cannot.
+fn change_in_place(state: &State, path: &Path, old: &Declared, new: &Declared) -> Option<Response> {
+    let (Declared::Dns(old), Declared::Dns(new)) = (old, new) else {
+        return None;
+    };
+    if old.addr != new.addr {
+        return None;
+    }
+    match state.ctx.get(path)? {
+        crate::elements::Element::Dns(d) => Some(crate::elements::dns::ops::replace(&d, path, &new.records)),
+        _ => None,
+    }
 }
 
 /// Scrubs the element at `path`, if there is one; true if there was.
@@ -128,6 +152,27 @@ fn apply(state: &State, file: &ConfigFile, mut decls: Vec<Declaration>) -> Reloa
     for d in decls {
         let path = path_of(state, &d.names);
         let present = state.ctx.ns.lock().unwrap().get(d.names.as_slice()).is_some();
+        let in_place = match made.get(&d.names) {
+            Some(old) if present && *old != d.element => change_in_place(state, &path, old, &d.element),
+            _ => None,
+        };
+        if let Some(r) = in_place {
+            match r {
+                Ok(_) => {
+                    info!(op = "reloadconfig", %path, kind = d.element.kind(), "changed in place");
+                    made.insert(d.names, d.element);
+                    out.changed.push(path.to_string());
+                }
+                Err(e) => {
+                    warn!(op = "reloadconfig", %path, error = %e.message, "cannot change a declared element");
+                    out.failed.push(ReloadFailure {
+                        path: path.to_string(),
+                        error: e.message,
+                    });
+                }
+            }
+            continue;
+        }
         let changed = match made.get(&d.names) {
             Some(old) if *old == d.element && present => {
                 out.unchanged.push(path.to_string());

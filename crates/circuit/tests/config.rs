@@ -214,8 +214,16 @@ fn a_bad_config_fails_start_with_one_clear_line() {
             &[("CIRCUIT_DISCOVER", "")],
         ))
     };
+    let err = start("[watch.web]\nPath = \"/bin/sleep\"\n\n[bogus.home]\nDomain = \"x\"\n");
+    assert!(
+        err.contains("cluster.toml:4:2: unknown element kind \"bogus\""),
+        "{err}"
+    );
     let err = start("[watch.web]\nPath = \"/bin/sleep\"\n\n[dns.home]\nDomain = \"x\"\n");
-    assert!(err.contains("cluster.toml:4:2: unknown element kind \"dns\""), "{err}");
+    assert!(
+        err.contains("cluster.toml:4:6: [dns.home]: unknown field \"Domain\" of a DNS server"),
+        "{err}"
+    );
     let err = start("[watch.web]\nPath = \"/bin/sleep\"\nNumProcesses = \"two\"\n");
     assert!(
         err.contains("cluster.toml:1:8: [watch.web]: field \"NumProcesses\""),

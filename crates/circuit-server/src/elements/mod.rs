@@ -1,6 +1,6 @@
 //! The elements an anchor can hold, and the one place a request for this
 //! server meets them. Each kind is a folder (`proc/`, `chan/`, `watch/`,
-//! `subscription/`, and `server/` for the server's own root) that owns its
+//! `subscription/`, `dns/`, and `server/` for the server's own root) that owns its
 //! operations: `ops.rs` parses nothing (the op arrives typed) and applies
 //! it, streams included. This enum only delegates, so a request for the
 //! wrong kind is an ordinary error, not a failed downcast, and adding a
@@ -8,6 +8,7 @@
 
 pub mod chan;
 mod ctx;
+pub mod dns;
 pub mod docker;
 pub mod proc;
 pub mod server;
@@ -93,7 +94,7 @@ use circuit_proto::conn::StreamHandle;
 use circuit_proto::{
     AnchorOp, ChanOp, DockerOp, ElementKind, ElementStat, ErrorKind, Op, Path, ProcOp, Reply, Response,
 };
-use circuit_proto::{SubscriptionOp, WatchOp, WireError};
+use circuit_proto::{DnsOp, SubscriptionOp, WatchOp, WireError};
 use tracing::info;
 
 pub use ctx::Ctx;
@@ -123,6 +124,8 @@ pub enum Element {
     Watch(Arc<watch::Watch>),
     /// A docker container made by this server.
     Docker(Arc<docker::Container>),
+    /// A DNS server.
+    Dns(Arc<dns::Dns>),
 }
 
 impl Element {
@@ -135,6 +138,7 @@ impl Element {
             Element::Subscription(s) => ElementKind::Subscription(s.source()),
             Element::Watch(_) => ElementKind::Watch,
             Element::Docker(_) => ElementKind::Docker,
+            Element::Dns(_) => ElementKind::Dns,
         }
     }
 
@@ -145,7 +149,7 @@ impl Element {
             Element::Proc(p) => proc::ops::processes(p),
             Element::Watch(w) => watch::ops::processes(w),
             Element::Docker(d) => docker::ops::processes(d),
-            Element::Server | Element::Chan(_) | Element::Subscription(_) => Vec::new(),
+            Element::Server | Element::Chan(_) | Element::Subscription(_) | Element::Dns(_) => Vec::new(),
         }
     }
 
@@ -158,6 +162,7 @@ impl Element {
             Element::Subscription(s) => ElementStat::Subscription(s.stat()),
             Element::Watch(w) => ElementStat::Watch(Box::new(watch::ops::peek(w, path).await?)),
             Element::Docker(d) => docker::ops::peek(d, path).await?,
+            Element::Dns(d) => ElementStat::Dns(d.stat()),
         })
     }
 
@@ -184,6 +189,7 @@ impl Element {
             }
             Element::Watch(w) => w.scrub(),
             Element::Docker(d) => d.scrub(),
+            Element::Dns(d) => d.scrub(),
         }
     }
 
@@ -202,6 +208,7 @@ impl Element {
             (Element::Chan(c), Op::Chan(op)) => chan::ops::serve(&c, path, op, stream).await,
             // A subscription reads like a channel.
             (Element::Subscription(s), Op::Chan(ChanOp::Recv)) => subscription::ops::recv(path, s, stream).await,
+            (Element::Dns(d), Op::Dns(op)) => Some(dns::ops::serve(&d, path, op)),
             (el, op) => Some(Err(wrong_kind(path, el.kind(), &op))),
         }
     }
@@ -216,6 +223,7 @@ fn wanted(op: &Op) -> &'static str {
         Op::Chan(_) => "chan",
         Op::Watch(_) => "watch",
         Op::Subscription(_) => "subscription",
+        Op::Dns(_) => "dns",
         Op::Anchor(_) | Op::Server(_) => "server",
     }
 }
@@ -255,7 +263,8 @@ pub async fn serve(ctx: &Ctx, path: &Path, op: Op, stream: &mut StreamHandle) ->
         op @ (Op::Proc(ProcOp::Make(_))
         | Op::Chan(ChanOp::Make { .. })
         | Op::Watch(WatchOp::Make(_))
-        | Op::Subscription(SubscriptionOp::Make(_))) => return Some(make(ctx, path, op)),
+        | Op::Subscription(SubscriptionOp::Make(_))
+        | Op::Dns(DnsOp::Make(_))) => return Some(make(ctx, path, op)),
         // Making a container waits on the engine: the one async make.
         Op::Docker(DockerOp::Make(spec)) => return Some(docker::ops::make(ctx, path, *spec).await),
         op => op,
@@ -274,6 +283,7 @@ pub fn make(ctx: &Ctx, path: &Path, op: Op) -> Response {
         Op::Chan(ChanOp::Make { cap }) => chan::ops::make(ctx, path, cap),
         Op::Watch(WatchOp::Make(spec)) => watch::ops::make(ctx, path, *spec),
         Op::Subscription(SubscriptionOp::Make(source)) => subscription::ops::make(ctx, path, source),
+        Op::Dns(DnsOp::Make(spec)) => dns::ops::make(ctx, path, spec),
         op => Err(WireError::at(
             ErrorKind::Invalid,
             path,
@@ -295,9 +305,10 @@ async fn anchor(ctx: &Ctx, path: &Path, op: AnchorOp, stream: &mut StreamHandle)
     })
 }
 
-/// Removes the element at `path`. Scrubbing a container answers once the
-/// engine has removed it, so no container outlives a `scrub` that succeeded;
-/// other kinds answer at once (a watcher stops its processes afterwards).
+/// Answers once the element has freed what it held (a DNS server's port
+/// is free again; the engine has removed a container, so no container
+/// outlives a `scrub` that succeeded), except a watcher's graceful stop,
+/// which may take its GracefulTimeout: that one goes on after the answer.
 async fn scrub(ctx: &Ctx, path: &Path) -> Response {
     if path.is_server_root() {
         return Err(WireError::at(
@@ -315,9 +326,9 @@ async fn scrub(ctx: &Ctx, path: &Path) -> Response {
         )),
         Some(el) => {
             info!(op = "scrub", %path, kind = %el.kind(), "scrubbing");
-            let removed = matches!(el, Element::Docker(_));
+            let waits = !matches!(el, Element::Watch(_));
             let done = el.scrub();
-            if removed {
+            if waits {
                 done.await;
             }
             Ok(Reply::Done)

@@ -6,7 +6,11 @@
 //! - `[watch.NAME]`: a watcher; its keys are the fields of the `mkwatch`
 //!   JSON spec (`Path`, `Args`, `NumProcesses`, …, matched the same way,
 //!   case-insensitively), parsed by the same code;
-//! - `[chan.NAME]`: a channel; `Cap` is its capacity (default 0).
+//! - `[chan.NAME]`: a channel; `Cap` is its capacity (default 0);
+//! - `[dns.NAME]`: a DNS server; `Address` is where it listens (`IP`,
+//!   `IP:PORT` or `:PORT`; default: the server's IP, a free port) and
+//!   `Records` its records in zone-file syntax. A reload with the same
+//!   `Address` replaces the records on the same sockets.
 //!
 //! Reading the file is this binary's job; the server calls [`load`] at boot
 //! and on every `reloadconfig` (see `circuit_server::config`).
@@ -14,7 +18,7 @@
 use std::path::Path as FsPath;
 
 use anyhow::{Context, Result};
-use circuit_client::{Client, Path, ServerId};
+use circuit_client::{Client, DnsSpec, Path, ServerId};
 use circuit_server::config::{Declaration, Declared};
 use clap::Subcommand;
 use toml::de::{DeTable, DeValue};
@@ -22,7 +26,7 @@ use toml::de::{DeTable, DeValue};
 use crate::cmd::print_json;
 use crate::values;
 
-const KINDS: &str = "[watch.NAME] and [chan.NAME]";
+const KINDS: &str = "[watch.NAME], [chan.NAME] and [dns.NAME]";
 
 /// A config error: where in the text (byte offset), and what.
 type Located = (Option<usize>, String);
@@ -61,7 +65,7 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Declaration>, Located> {
         let kind = kind_key.get_ref().as_ref();
         let at = Some(kind_key.span().start);
         let lower = kind.to_ascii_lowercase();
-        if lower != "watch" && lower != "chan" {
+        if lower != "watch" && lower != "chan" && lower != "dns" {
             return Err((at, format!("unknown element kind {kind:?}; this server knows {KINDS}")));
         }
         let (DeValue::Table(names), Some(toml::Value::Table(bodies))) = (kind_val.get_ref(), values.get(kind)) else {
@@ -123,6 +127,7 @@ fn declaration(kind: &str, name: &str, mut fields: toml::Table) -> std::result::
                 crate::cmd::watch_spec::from_fields(fields).map_err(|e| e.to_string())?,
             ))
         }
+        "dns" => Declared::Dns(dns_spec(fields)?),
         _ => {
             let mut cap = 0;
             for (k, v) in fields {
@@ -138,6 +143,31 @@ fn declaration(kind: &str, name: &str, mut fields: toml::Table) -> std::result::
         }
     };
     Ok(Declaration { names, element })
+}
+
+fn dns_spec(fields: toml::Table) -> std::result::Result<DnsSpec, String> {
+    let mut spec = DnsSpec::default();
+    for (k, v) in fields {
+        match (k.to_ascii_lowercase().as_str(), v) {
+            ("address", toml::Value::String(a)) => spec.addr = Some(a),
+            ("address", other) => return Err(format!("Address must be a string like \"127.0.0.1:53\", not {other}")),
+            ("records", toml::Value::Array(rs)) => {
+                for r in rs {
+                    match r {
+                        toml::Value::String(r) => spec.records.push(r),
+                        other => return Err(format!("each of Records must be a string (one record), not {other}")),
+                    }
+                }
+            }
+            ("records", other) => return Err(format!("Records must be a list of strings, not {other}")),
+            _ => {
+                return Err(format!(
+                    "unknown field {k:?} of a DNS server; known: Address, Records, Anchor"
+                ));
+            }
+        }
+    }
+    Ok(spec)
 }
 
 /// The config file of `start --config FILE`: checked now (a bad file fails
@@ -219,13 +249,25 @@ mod tests {
         assert_eq!(d[1].names, ["svc", "api"]);
         assert_eq!(d[2].element, Declared::Chan(3));
         assert_eq!(d[3].element, Declared::Chan(0));
+        let d = parse(
+            "[dns.home]\nAddress = \"127.0.0.1:5353\"\nrecords = [\"a. A 192.0.2.1\", \"b. TXT hi\"]\n[dns.free]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            d[0].element,
+            Declared::Dns(DnsSpec {
+                addr: Some("127.0.0.1:5353".into()),
+                records: vec!["a. A 192.0.2.1".into(), "b. TXT hi".into()],
+            })
+        );
+        assert_eq!(d[1].element, Declared::Dns(DnsSpec::default()));
     }
 
     #[test]
     fn errors_name_the_line() {
         assert_eq!(
-            err("[watch.web]\nPath = \"/bin/ls\"\n\n[dns.home]\nx = 1\n"),
-            format!("4:2: unknown element kind \"dns\"; this server knows {KINDS}")
+            err("[watch.web]\nPath = \"/bin/ls\"\n\n[dnss.home]\nx = 1\n"),
+            format!("4:2: unknown element kind \"dnss\"; this server knows {KINDS}")
         );
         let e = err("[watch.web]\nPath = \"/bin/ls\"\n\n[watch.bad]\nPath = \"/bin/ls\"\nFoo = 1\n");
         assert!(
@@ -242,5 +284,8 @@ mod tests {
         );
         assert!(err("[watch.w]\nPath = \"/bin/ls\"\nAnchor = \"bad name\"\n").contains("anchor \"bad name\""));
         assert!(err("watch = 3\n").contains("must hold tables"));
+        assert!(err("[dns.d]\nx = 1\n").contains("unknown field \"x\" of a DNS server"));
+        assert!(err("[dns.d]\nRecords = [1]\n").contains("must be a string"));
+        assert!(err("[dns.d]\nAddress = 53\n").contains("Address must be a string"));
     }
 }

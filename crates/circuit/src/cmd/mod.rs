@@ -5,6 +5,7 @@
 pub mod anchor;
 pub mod chan;
 pub mod config;
+pub mod dns;
 pub mod docker;
 pub mod keygen;
 pub mod observe;
@@ -56,6 +57,9 @@ pub enum ClientCmd {
     /// mk@join, mk@leave.
     #[command(flatten)]
     Subscription(subscription::Cmd),
+    /// mkdns, set, unset.
+    #[command(flatten)]
+    Dns(dns::Cmd),
     /// mkwatch, incr, decr, numprocs, watch.
     #[command(flatten)]
     Watch(watch::Cmd),
@@ -105,6 +109,7 @@ impl ClientCmd {
             ClientCmd::Proc(c) => c.run(client).await,
             ClientCmd::Docker(c) => c.run(client).await,
             ClientCmd::Subscription(c) => c.run(client).await,
+            ClientCmd::Dns(c) => c.run(client).await,
             ClientCmd::Watch(c) => c.run(client).await,
             ClientCmd::Config(c) => c.run(client).await,
             ClientCmd::Top(c) => c.run(client).await,
