@@ -12,6 +12,7 @@ pub mod dns;
 pub mod docker;
 pub mod proc;
 pub mod server;
+mod streams;
 pub mod subscription;
 pub mod watch;
 

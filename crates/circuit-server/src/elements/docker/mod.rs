@@ -252,3 +252,31 @@ impl Container {
         })
     }
 }
+
+/// A container's stdin, leased to one writer.
+pub(crate) struct Stdin(pub(crate) tokio::sync::OwnedMutexGuard<Option<Input>>);
+
+impl crate::elements::streams::StdinLease for Stdin {
+    type Writer = Input;
+
+    fn writer(&mut self) -> Option<&mut Input> {
+        self.0.as_mut()
+    }
+
+    async fn close(&mut self) -> std::io::Result<()> {
+        match self.0.take() {
+            Some(mut input) => tokio::io::AsyncWriteExt::shutdown(&mut input).await,
+            None => Ok(()),
+        }
+    }
+
+    fn error(path: &circuit_proto::Path, end: crate::elements::streams::StdinEnd) -> circuit_proto::WireError {
+        use crate::elements::streams::StdinEnd;
+        let e = match end {
+            StdinEnd::Aborted => DockerError::Aborted,
+            StdinEnd::Closed => DockerError::Closed("stdin"),
+            StdinEnd::Failed(what) => DockerError::Engine(what),
+        };
+        ops::wire(path, e)
+    }
+}

@@ -9,19 +9,20 @@ use bollard::container::LogOutput;
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, KillContainerOptions, RemoveContainerOptions, WaitContainerOptions,
 };
-use circuit_proto::chunk::{self, Chunk};
+use circuit_proto::chunk;
 use circuit_proto::conn::{self, StreamHandle};
 use circuit_proto::{DockerSpec, DockerStat, ElementStat, ErrorKind, EventKind, Path, ProcOp, ProcPhase};
 use circuit_proto::{Reply, Response, WireError};
 use futures::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::{info, warn};
 
 use super::engine::{container_name, create_body};
-use super::{Container, DockerError, Input, Output, engine_message, engine_status};
+use super::{Container, DockerError, Input, Output, Stdin, engine_message, engine_status};
+use crate::elements::streams;
 use crate::elements::{Ctx, Element, ProcessInfo};
 
-fn wire(path: &Path, e: DockerError) -> WireError {
+pub(super) fn wire(path: &Path, e: DockerError) -> WireError {
     WireError::at(e.kind(), path, format!("{path}: {e}"))
 }
 
@@ -326,56 +327,10 @@ async fn copy_out(
     }
 }
 
-/// `stdin`: the client's chunks into the container until the end chunk,
-/// then closes its stdin and answers with a second response frame. A
-/// client that leaves without the end chunk leaves stdin open.
+/// `stdin` (see [`streams::write_in`]).
 async fn write_in(c: &Container, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
-    let mut lease = match c.stdin() {
-        Ok(l) => l,
-        Err(e) => return Some(Err(wire(path, e))),
-    };
-    if conn::respond(stream, &Ok(Reply::Done)).await.is_err() {
-        return None;
+    match c.stdin() {
+        Ok(lease) => streams::write_in(Stdin(lease), path, "container", c.scrubbed(), stream).await,
+        Err(e) => Some(Err(wire(path, e))),
     }
-    info!(op = "stdin", %path, "writer attached");
-    let mut total = 0u64;
-    let failure = loop {
-        let Some(input) = lease.as_mut() else {
-            break DockerError::Closed("stdin");
-        };
-        let data = tokio::select! {
-            r = chunk::read_chunk(stream) => match r {
-                Ok(Chunk::Data(data)) => data,
-                Ok(Chunk::End) => {
-                    let shut = input.shutdown().await;
-                    *lease = None;
-                    if let Err(e) = shut {
-                        break DockerError::Engine(format!("closing the container's stdin: {e}"));
-                    }
-                    info!(op = "stdin", %path, bytes = total, "closed the container's stdin");
-                    return Some(Ok(Reply::Done));
-                }
-                Ok(Chunk::Fail(_)) | Err(_) => {
-                    info!(op = "stdin", %path, bytes = total, "writer left; stdin stays open");
-                    return None;
-                }
-            },
-            _ = c.scrubbed() => break DockerError::Aborted,
-        };
-        let w = tokio::select! {
-            r = async { input.write_all(&data).await?; input.flush().await } => r,
-            _ = c.scrubbed() => break DockerError::Aborted,
-        };
-        if let Err(e) = w {
-            *lease = None;
-            break DockerError::Engine(format!("writing to the container's stdin: {e}"));
-        }
-        total += data.len() as u64;
-    };
-    info!(op = "stdin", %path, bytes = total, error = %failure, "stdin failed");
-    if conn::respond(stream, &Err(wire(path, failure))).await.is_err() {
-        return None;
-    }
-    while matches!(chunk::read_chunk(stream).await, Ok(Chunk::Data(_))) {}
-    None
 }

@@ -373,6 +373,29 @@ impl StdinLease {
     }
 }
 
+impl crate::elements::streams::StdinLease for StdinLease {
+    type Writer = pipe::Sender;
+
+    fn writer(&mut self) -> Option<&mut pipe::Sender> {
+        self.0.as_mut()
+    }
+
+    async fn close(&mut self) -> std::io::Result<()> {
+        self.0.take();
+        Ok(())
+    }
+
+    fn error(path: &circuit_proto::Path, end: crate::elements::streams::StdinEnd) -> circuit_proto::WireError {
+        use crate::elements::streams::StdinEnd;
+        let e = match end {
+            StdinEnd::Aborted => ProcError::Aborted,
+            StdinEnd::Closed => ProcError::Closed("stdin"),
+            StdinEnd::Failed(what) => ProcError::Os(what),
+        };
+        circuit_proto::WireError::at(e.kind(), path, format!("{path}: {e}"))
+    }
+}
+
 /// The right to read a process's stdout or stderr, held by one reader at a time.
 pub struct OutLease(OwnedMutexGuard<Option<pipe::Receiver>>);
 

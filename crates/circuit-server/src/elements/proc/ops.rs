@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use circuit_proto::chunk::{self, Chunk};
+use circuit_proto::chunk;
 use circuit_proto::conn::{self, StreamHandle};
 use circuit_proto::{ErrorKind, Path, ProcOp, ProcSpec, Reply, Response, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use super::{OutLease, PIPE_SIZE, Proc, ProcError};
+use crate::elements::streams;
 use crate::elements::{Ctx, Element, ProcessInfo};
 
 fn wire(path: &Path, e: ProcError) -> WireError {
@@ -185,53 +186,10 @@ async fn copy_out(proc: &Proc, path: &Path, lease: &mut OutLease, stream: &mut S
     }
 }
 
-/// `stdin`: copies the client's chunks into the process until the end
-/// chunk, then closes the process's stdin and answers with a second response
-/// frame. A client that leaves without the end chunk (dropped writer, lost
-/// connection) leaves stdin open for the next writer. If the process stops
-/// reading (it exited), the error is answered at once and the rest of the
-/// client's chunks are discarded.
+/// `stdin` (see [`streams::write_in`]).
 async fn write_in(proc: &Proc, path: &Path, stream: &mut StreamHandle) -> Option<Response> {
-    let mut lease = match proc.stdin() {
-        Ok(l) => l,
-        Err(e) => return Some(Err(wire(path, e))),
-    };
-    if conn::respond(stream, &Ok(Reply::Done)).await.is_err() {
-        return None;
+    match proc.stdin() {
+        Ok(lease) => streams::write_in(lease, path, "process", proc.scrubbed(), stream).await,
+        Err(e) => Some(Err(wire(path, e))),
     }
-    info!(op = "stdin", %path, "writer attached");
-    let mut total = 0u64;
-    let failure = loop {
-        let data = tokio::select! {
-            r = chunk::read_chunk(stream) => match r {
-                Ok(Chunk::Data(data)) => data,
-                Ok(Chunk::End) => {
-                    lease.close();
-                    info!(op = "stdin", %path, bytes = total, "closed the process's stdin");
-                    return Some(Ok(Reply::Done));
-                }
-                Ok(Chunk::Fail(_)) | Err(_) => {
-                    info!(op = "stdin", %path, bytes = total, "writer left; stdin stays open");
-                    return None;
-                }
-            },
-            _ = proc.scrubbed() => break ProcError::Aborted,
-        };
-        let w = tokio::select! {
-            r = lease.writer().write_all(&data) => r,
-            _ = proc.scrubbed() => break ProcError::Aborted,
-        };
-        if let Err(e) = w {
-            break ProcError::Os(format!("writing to the process's stdin: {e}"));
-        }
-        total += data.len() as u64;
-    };
-    lease.close();
-    info!(op = "stdin", %path, bytes = total, error = %failure, "stdin failed");
-    if conn::respond(stream, &Err(wire(path, failure))).await.is_err() {
-        return None;
-    }
-    // Let the writer finish: discard until it ends or leaves.
-    while matches!(chunk::read_chunk(stream).await, Ok(Chunk::Data(_))) {}
-    None
 }
