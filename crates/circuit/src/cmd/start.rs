@@ -143,6 +143,59 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// The tunable that turns glibc's per-thread malloc caches off.
+const NO_TCACHE: &str = "glibc.malloc.tcache_count=0";
+/// Carries the caller's `GLIBC_TUNABLES` across the exec, to be put back.
+const TUNABLES_WAS: &str = "CIRCUIT_GLIBC_TUNABLES_WAS";
+
+/// Restarts this process (same pid, arguments and descriptors) with glibc's
+/// per-thread malloc caches off, unless they are off already. Chunks parked
+/// in a worker thread's cache pin the pages around them, so after 2,000
+/// connections or 60,000 requests the server kept 2.5–3 MiB it no longer
+/// used even after `malloc_trim` (which cannot reach another thread's
+/// cache); without them it returns to within 0.3 MiB of idle, at no
+/// measurable cost in requests per second (`--bench memory`). glibc reads
+/// its tunables only when a program starts, hence the exec. If it fails the
+/// server runs as it is.
+fn without_thread_caches() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        // Restarted: glibc has read the tunables; give the processes this
+        // server starts the environment it was given.
+        if let Some(was) = std::env::var_os(TUNABLES_WAS) {
+            // SAFETY: no other thread runs yet (the runtime is built after).
+            unsafe {
+                std::env::remove_var(TUNABLES_WAS);
+                if was.is_empty() {
+                    std::env::remove_var("GLIBC_TUNABLES");
+                } else {
+                    std::env::set_var("GLIBC_TUNABLES", was);
+                }
+            }
+            return;
+        }
+        let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if current.contains("glibc.malloc.tcache_count") {
+            return;
+        }
+        let tunables = if current.is_empty() {
+            NO_TCACHE.to_string()
+        } else {
+            format!("{current}:{NO_TCACHE}")
+        };
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_default();
+        // Returns only if the exec failed.
+        let _ = std::process::Command::new("/proc/self/exe")
+            .arg0(arg0)
+            .args(args)
+            .env("GLIBC_TUNABLES", tunables)
+            .env(TUNABLES_WAS, current)
+            .exec();
+    }
+}
+
 impl Args {
     /// Runs the server until it is stopped.
     pub fn run(self, net: &DialArgs) -> Result<()> {
@@ -151,6 +204,7 @@ impl Args {
 }
 
 fn serve(args: Args, net: &DialArgs) -> Result<()> {
+    without_thread_caches();
     let config = config(&args, net)?;
     init_logs(args.log_format);
     let mut rt = if args.threads <= 1 {
