@@ -37,16 +37,6 @@ fn raise_own_limit() -> u64 {
     hard
 }
 
-fn addr_of(srv: &TestServer) -> SocketAddr {
-    srv.url
-        .trim_start_matches("circuit://")
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// A TCP connection to `to` from the loopback address `from`.
 fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Socket, Type};
@@ -83,7 +73,7 @@ fn idle_connections_do_not_lock_clients_out() {
         return;
     }
     let srv = start_limited(1024, None, &[]);
-    let to = addr_of(&srv);
+    let to = srv.addr();
     let mut held = Vec::new();
     for i in 0..1_100u32 {
         let from = Ipv4Addr::new(127, 0, 0, 2 + (i % 5) as u8);
@@ -110,7 +100,7 @@ fn idle_connections_do_not_lock_clients_out() {
 #[test]
 fn connections_per_address_are_capped() {
     let srv = TestServer::start(&["--max-conns-per-addr", "8"]);
-    let to = addr_of(&srv);
+    let to = srv.addr();
     let from = Ipv4Addr::new(127, 0, 0, 9);
     let mut greeted = Vec::new();
     let mut refused = 0;
@@ -149,7 +139,7 @@ fn connections_per_address_are_capped() {
 #[test]
 fn idle_connections_are_closed() {
     let srv = TestServer::start(&["--idle-timeout", "1s"]);
-    let mut s = TcpStream::connect(addr_of(&srv)).unwrap();
+    let mut s = TcpStream::connect(srv.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     assert!(greet(&mut s));
     let began = Instant::now();
@@ -170,7 +160,7 @@ fn idle_connections_are_closed() {
 fn accept_failures_back_off_with_one_line() {
     raise_own_limit();
     let srv = start_limited(64, Some(64), &[]);
-    let to = addr_of(&srv);
+    let to = srv.addr();
     let mut held = Vec::new();
     for i in 0..120u32 {
         let from = Ipv4Addr::new(127, 0, 0, 20 + (i % 4) as u8);
@@ -203,7 +193,7 @@ fn run_ls(srv: &TestServer) -> bool {
 #[test]
 fn refusals_are_logged_once_each_with_what_was_seen() {
     let srv = TestServer::start(&[]);
-    let to = addr_of(&srv);
+    let to = srv.addr();
     for _ in 0..30 {
         let mut s = TcpStream::connect(to).unwrap();
         s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();

@@ -153,21 +153,15 @@ fn keyed_servers_authenticate_and_refuse_strangers() {
 #[test]
 fn garbage_and_oversize_input_leave_the_server_serving() {
     let srv = TestServer::start(&[]);
-    let addr = srv
-        .url
-        .trim_start_matches("circuit://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = srv.addr();
     // Not a circuit client at all.
-    let mut s = TcpStream::connect(&addr).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     // A good greeting, then garbage where the multiplexer expects frames.
-    let mut s = TcpStream::connect(&addr).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"CIRCUIT\x01\x00").unwrap();
     let mut status = [0u8; 1];
@@ -176,7 +170,7 @@ fn garbage_and_oversize_input_leave_the_server_serving() {
     s.write_all(&[0xffu8; 4096]).unwrap();
     let _ = s.read_to_end(&mut buf);
     // A client that connects and vanishes mid-greeting.
-    let mut s = TcpStream::connect(&addr).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"CIRC").unwrap();
     drop(s);
     assert_eq!(ok(srv.cli("ls", &["/"])), format!("{}\n", srv.id));
@@ -278,15 +272,9 @@ fn discovery_with_a_key_ignores_strangers() {
 fn a_connection_closed_without_a_byte_is_not_logged_as_a_refusal() {
     // What another server's liveness check (or a port scan) does.
     let srv = TestServer::start(&[]);
-    let addr = srv
-        .url
-        .trim_start_matches("circuit://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = srv.addr();
     for _ in 0..3 {
-        drop(TcpStream::connect(&addr).unwrap());
+        drop(TcpStream::connect(addr).unwrap());
     }
     assert_eq!(ok(srv.cli("ls", &["/"])), format!("{}\n", srv.id));
     // A refusal would be logged within this; the ls above came after.

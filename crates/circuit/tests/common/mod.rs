@@ -73,6 +73,12 @@ impl TestServer {
         TestServer { child, url, id, log }
     }
 
+    /// The address the server listens on (from its URL).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let host = self.url.trim_start_matches("circuit://").split('/').next().unwrap();
+        host.parse().unwrap()
+    }
+
     /// Runs the CLI against this server: `circuit CMD -d URL ARGS...`.
     pub fn cli(&self, cmd: &str, args: &[&str]) -> Output {
         self.cli_in(cmd, args, b"")
