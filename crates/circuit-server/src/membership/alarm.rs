@@ -76,6 +76,10 @@ impl Alarm {
             let mut ticks = [0u8; 8];
             match ready.try_io(|f| nix::unistd::read(f.get_ref().0.as_fd(), &mut ticks).map_err(std::io::Error::from)) {
                 Ok(Ok(_)) => {
+                    // A one-shot timer fires once: nothing more to read until
+                    // it is set again (which makes the descriptor readable
+                    // anew), so skip the read that would say EAGAIN.
+                    ready.clear_ready();
                     self.set = None;
                     return;
                 }

@@ -272,7 +272,13 @@ async fn pull(state: &State, node: &Node) {
             let knows_us = members
                 .iter()
                 .any(|m: &foca::Member<Node>| m.id().id == me && m.state() != foca::State::Down);
-            info!(peer = %node.id, members = members.len(), knows_us, "pulled the member list");
+            // Routine every 15 s on an idle cluster: worth a line only when
+            // the peer did not know this server.
+            if knows_us {
+                debug!(peer = %node.id, members = members.len(), "pulled the member list");
+            } else {
+                info!(peer = %node.id, members = members.len(), "pulled the member list; the peer does not list this server: announcing");
+            }
             state.ctx.members.apply(members);
             if !knows_us {
                 state.ctx.members.announce(*node);
