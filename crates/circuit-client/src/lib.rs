@@ -15,6 +15,7 @@
 //! ```
 
 mod anchor;
+mod breaker;
 mod chan;
 mod client;
 mod discover;
@@ -28,8 +29,14 @@ mod subscription;
 mod watch;
 
 pub use anchor::{Anchor, Server};
+pub use breaker::{
+    Admission, Breaker, BreakerState, Breakers, Called, DEFAULT_TIMEOUT, FailurePolicy, Limits, LocalBreaker, Outcome,
+    Permit, Recorded, Rejection, is_unreachable,
+};
 pub use chan::{Chan, ChanReader, ChanWriter};
+pub use circuit_proto::breaker::{BreakerCounts, KeySnapshot, SpecError, Transition};
 pub use circuit_proto::stats::SAMPLE_MS;
+pub use circuit_proto::{BreakerEvent, BreakerKeyStat, BreakerSpec, BreakerStat};
 pub use circuit_proto::{
     ChanStat, CircuitUrl, ClusterStats, DnsSpec, DnsStat, DockerSpec, DockerStat, ElementKind, ElementStat, Entry,
     ErrorKind, Event, EventKind, Key, Path, ProcExit, ProcPhase, ProcSpec, ProcStat, ProcessStats, ReloadFailure,

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::breaker::BreakerStat;
 use crate::chan::ChanStat;
 use crate::dns::DnsStat;
 use crate::docker::DockerStat;
@@ -30,10 +31,12 @@ pub enum ElementKind {
     Docker,
     /// A DNS server.
     Dns,
+    /// A circuit breaker.
+    Breaker,
 }
 
 impl ElementKind {
-    /// The name `ls -l` shows: `server`, `proc`, `chan`, `watch`, `dns`, `@join`, `@leave`, `docker`.
+    /// The name `ls -l` shows: `server`, `proc`, `chan`, `watch`, `dns`, `breaker`, `@join`, `@leave`, `docker`.
     pub fn as_str(self) -> &'static str {
         match self {
             ElementKind::Server => "server",
@@ -43,6 +46,7 @@ impl ElementKind {
             ElementKind::Subscription(s) => s.kind(),
             ElementKind::Docker => "docker",
             ElementKind::Dns => "dns",
+            ElementKind::Breaker => "breaker",
         }
     }
 }
@@ -86,6 +90,8 @@ pub enum ElementStat {
     Docker(DockerStat),
     /// A DNS server.
     Dns(DnsStat),
+    /// A circuit breaker.
+    Breaker(BreakerStat),
 }
 
 impl ElementStat {
@@ -99,6 +105,7 @@ impl ElementStat {
             ElementStat::Subscription(s) => ElementKind::Subscription(s.source),
             ElementStat::Docker(_) => ElementKind::Docker,
             ElementStat::Dns(_) => ElementKind::Dns,
+            ElementStat::Breaker(_) => ElementKind::Breaker,
         }
     }
 
@@ -112,6 +119,7 @@ impl ElementStat {
             ElementStat::Subscription(s) => serde_json::to_value(s),
             ElementStat::Docker(s) => return s.json(),
             ElementStat::Dns(s) => serde_json::to_value(s),
+            ElementStat::Breaker(s) => serde_json::to_value(s),
         };
         v.unwrap_or(serde_json::Value::Null)
     }
@@ -129,6 +137,7 @@ impl Serialize for ElementStat {
                 ElementStat::Subscription(v) => v.serialize(s),
                 ElementStat::Docker(v) => v.serialize(s),
                 ElementStat::Dns(v) => v.serialize(s),
+                ElementStat::Breaker(v) => v.serialize(s),
             };
         }
         match self {
@@ -139,6 +148,7 @@ impl Serialize for ElementStat {
             ElementStat::Subscription(v) => s.serialize_newtype_variant("ElementStat", 4, "Subscription", v),
             ElementStat::Docker(v) => s.serialize_newtype_variant("ElementStat", 5, "Docker", v),
             ElementStat::Dns(v) => s.serialize_newtype_variant("ElementStat", 6, "Dns", v),
+            ElementStat::Breaker(v) => s.serialize_newtype_variant("ElementStat", 7, "Breaker", v),
         }
     }
 }

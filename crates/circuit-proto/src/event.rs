@@ -12,6 +12,7 @@
 //! {"Time":…,"Server":…,"Path":"/X…","Event":"joined"}
 //! {"Time":…,"Server":…,"Path":"/X…","Event":"left"}
 //! {"Time":…,"Server":…,"Path":"/","Event":"lost","Count":12}
+//! {"Time":…,"Server":…,"Path":"/X…/b","Event":"transition","Key":"t1","From":"closed","To":"open","Generation":1}
 //! ```
 //!
 //! - `Time`: when the server that reports the event saw it (RFC 3339, UTC).
@@ -25,6 +26,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::breaker::BreakerEvent;
 use crate::path::{Path, ServerId};
 use crate::proc::ProcPhase;
 
@@ -67,6 +69,8 @@ pub enum EventKind {
     Lost { count: u64 },
     /// A watcher's own events.
     Watch(WatchEvent),
+    /// A breaker's own events (its transitions).
+    Breaker(BreakerEvent),
 }
 
 /// What a watcher reports beyond `spawned`/`exited` of its processes.
@@ -161,6 +165,7 @@ impl EventKind {
             EventKind::Left => "left",
             EventKind::Lost { .. } => "lost",
             EventKind::Watch(w) => w.name(),
+            EventKind::Breaker(b) => b.name(),
         }
     }
 }
@@ -199,6 +204,7 @@ impl Event {
             EventKind::Joined | EventKind::Left => {}
             EventKind::Lost { count } => m.push(("Count".into(), json!(count))),
             EventKind::Watch(w) => m.extend(w.fields().into_iter().map(|(k, v)| (k.to_string(), v))),
+            EventKind::Breaker(b) => m.extend(b.fields().into_iter().map(|(k, v)| (k.to_string(), v))),
         }
         m
     }

@@ -3,6 +3,7 @@
 //! the secure channel and the multiplexed connection built on it.
 
 pub mod beacon;
+pub mod breaker;
 pub mod chan;
 pub mod chunk;
 pub mod conn;
@@ -20,6 +21,7 @@ pub mod subscription;
 pub mod url;
 pub mod watch;
 
+pub use breaker::{BreakerEvent, BreakerKeyStat, BreakerOp, BreakerReply, BreakerSpec, BreakerStat};
 pub use chan::ChanStat;
 pub use dns::{DnsOp, DnsSpec, DnsStat};
 pub use docker::{DockerSpec, DockerStat};

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::breaker::{BreakerOp, BreakerReply};
 use crate::dns::DnsOp;
 use crate::docker::DockerSpec;
 use crate::element::{ElementKind, ElementStat};
@@ -44,6 +45,8 @@ pub enum Op {
     Docker(DockerOp),
     /// On a DNS server element.
     Dns(DnsOp),
+    /// On a breaker element.
+    Breaker(BreakerOp),
 }
 
 /// Operations on any anchor.
@@ -275,12 +278,17 @@ impl Op {
                 DnsOp::Unset(_) => "unset",
                 DnsOp::Replace(_) => "setall",
             },
+            Op::Breaker(op) => op.verb(),
         }
     }
 
     /// True when the answer may wait on something else (a message, an
     /// exit, a member): the server acknowledges such streams at once.
     pub fn may_wait(&self) -> bool {
+        if let Op::Breaker(op) = self {
+            // A session stays open as long as its client wants.
+            return matches!(op, BreakerOp::Session);
+        }
         !matches!(
             self,
             Op::Anchor(AnchorOp::List { .. } | AnchorOp::Peek | AnchorOp::Scrub)
@@ -299,7 +307,7 @@ macro_rules! op_from {
         }
     )*};
 }
-op_from!(AnchorOp => Anchor, ServerOp => Server, ProcOp => Proc, ChanOp => Chan, WatchOp => Watch, SubscriptionOp => Subscription, DockerOp => Docker, DnsOp => Dns);
+op_from!(AnchorOp => Anchor, ServerOp => Server, ProcOp => Proc, ChanOp => Chan, WatchOp => Watch, SubscriptionOp => Subscription, DockerOp => Docker, DnsOp => Dns, BreakerOp => Breaker);
 
 /// One line of a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +337,8 @@ pub enum Reply {
     Stats(ClusterStats),
     /// What `reloadconfig` did.
     Reload(Box<ReloadReport>),
+    /// A breaker's answer.
+    Breaker(BreakerReply),
 }
 
 impl Reply {
@@ -343,6 +353,7 @@ impl Reply {
             Reply::Members(_) => "a member list",
             Reply::Stats(_) => "statistics",
             Reply::Reload(_) => "a reload report",
+            Reply::Breaker(_) => "a breaker answer",
         }
     }
 }

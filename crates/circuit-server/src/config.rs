@@ -15,7 +15,8 @@
 //! - one whose spec changed is scrubbed (gracefully) and made again with
 //!   the new spec, so its processes are new ones (`Changed`); except a DNS
 //!   server whose address stays: its records are replaced in place, on the
-//!   same sockets (`Changed`);
+//!   same sockets (`Changed`), and a breaker, which takes the new policy
+//!   with its keys' state kept (`Changed`);
 //! - one that is the same, and whose element is still there, is left alone:
 //!   same processes, same pids (`Unchanged`); if its element was scrubbed by
 //!   hand meanwhile, it is made again (`Created`).
@@ -27,7 +28,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use circuit_proto::WireError;
-use circuit_proto::{ChanOp, DnsOp, DnsSpec, ErrorKind, Op, Path, ReloadFailure, ReloadReport, Reply, Response};
+use circuit_proto::{
+    BreakerOp, BreakerSpec, ChanOp, DnsOp, DnsSpec, ErrorKind, Op, Path, ReloadFailure, ReloadReport, Reply, Response,
+};
 use circuit_proto::{WatchOp, WatchSpec};
 use tracing::{info, warn};
 
@@ -42,6 +45,8 @@ pub enum Declared {
     Chan(u64),
     /// A DNS server at this address with these records.
     Dns(DnsSpec),
+    /// A circuit breaker with this policy.
+    Breaker(BreakerSpec),
 }
 
 impl Declared {
@@ -50,6 +55,7 @@ impl Declared {
             Declared::Watch(_) => "watch",
             Declared::Chan(_) => "chan",
             Declared::Dns(_) => "dns",
+            Declared::Breaker(_) => "breaker",
         }
     }
 }
@@ -101,6 +107,7 @@ fn make(state: &State, path: &Path, d: &Declared) -> Response {
         Declared::Watch(spec) => Op::Watch(WatchOp::Make(spec.clone())),
         Declared::Chan(cap) => Op::Chan(ChanOp::Make { cap: *cap }),
         Declared::Dns(spec) => Op::Dns(DnsOp::Make(spec.clone())),
+        Declared::Breaker(spec) => Op::Breaker(BreakerOp::Make(spec.clone())),
     };
     crate::elements::make(&state.ctx, path, op)
 }
@@ -110,6 +117,19 @@ fn make(state: &State, path: &Path, d: &Declared) -> Response {
 /// address stays gets the new records on the same sockets. `None` when it
 /// cannot.
 fn change_in_place(state: &State, path: &Path, old: &Declared, new: &Declared) -> Option<Response> {
+    if let Declared::Breaker(spec) = new {
+        // A breaker takes a new policy in place: its keys keep their state.
+        if let Err(e) = spec.validate() {
+            return Some(Err(WireError::at(ErrorKind::Invalid, path, format!("{path}: {e}"))));
+        }
+        return match state.ctx.get(path)? {
+            crate::elements::Element::Breaker(b) => {
+                b.set_spec(spec.clone());
+                Some(Ok(Reply::Done))
+            }
+            _ => None,
+        };
+    }
     let (Declared::Dns(old), Declared::Dns(new)) = (old, new) else {
         return None;
     };

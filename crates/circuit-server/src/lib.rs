@@ -172,6 +172,7 @@ impl Server {
             docker: config
                 .docker
                 .then(|| Arc::new(elements::docker::Engine::new(id, var.path.clone()))),
+            var: (!var.owned).then(|| Arc::new(var.path.clone())),
         };
         let state = Arc::new(State {
             ctx,
@@ -182,6 +183,13 @@ impl Server {
         // Last, so a server that cannot start says one line only.
         raise_fd_limit();
         Ok(Server { state, listener, var })
+    }
+
+    /// Makes again the breakers saved under `--var DIR` at the last stop
+    /// (after [`Server::boot_config`], which takes up the saved state of
+    /// the breakers it declares).
+    pub fn restore_breakers(&self) {
+        elements::breaker::ops::restore_all(&self.state.ctx);
     }
 
     /// This server's URL, to print on stdout.

@@ -45,6 +45,11 @@ fn main() -> ExitCode {
     }
     match cli.cmd.run(cli.dial) {
         Ok(()) => ExitCode::SUCCESS,
+        // Its message is out already (`breaker exec`).
+        Err(e) if e.downcast_ref::<cmd::breaker::ExitWith>().is_some() => {
+            let code = e.downcast_ref::<cmd::breaker::ExitWith>().map_or(1, |c| c.0);
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
         Err(e) => {
             eprintln!("circuit: {e:#}");
             ExitCode::FAILURE

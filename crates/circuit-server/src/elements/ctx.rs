@@ -35,6 +35,9 @@ pub struct Ctx {
     pub started: std::time::Instant,
     /// The Docker engine, when the server was started with `-docker`.
     pub docker: Option<Arc<super::docker::Engine>>,
+    /// The state directory given with `--var DIR` (`None` for the default
+    /// one, removed at exit): where elements keep what outlives a restart.
+    pub var: Option<Arc<std::path::PathBuf>>,
 }
 
 impl Ctx {

@@ -1,11 +1,12 @@
 //! The elements an anchor can hold, and the one place a request for this
 //! server meets them. Each kind is a folder (`proc/`, `chan/`, `watch/`,
-//! `subscription/`, `dns/`, and `server/` for the server's own root) that owns its
+//! `subscription/`, `dns/`, `breaker/`, and `server/` for the server's own root) that owns its
 //! operations: `ops.rs` parses nothing (the op arrives typed) and applies
 //! it, streams included. This enum only delegates, so a request for the
 //! wrong kind is an ordinary error, not a failed downcast, and adding a
 //! kind makes the compiler list every place to update.
 
+pub mod breaker;
 pub mod chan;
 mod ctx;
 pub mod dns;
@@ -95,7 +96,7 @@ use circuit_proto::conn::StreamHandle;
 use circuit_proto::{
     AnchorOp, ChanOp, DockerOp, ElementKind, ElementStat, ErrorKind, Op, Path, ProcOp, Reply, Response,
 };
-use circuit_proto::{DnsOp, SubscriptionOp, WatchOp, WireError};
+use circuit_proto::{BreakerOp, DnsOp, SubscriptionOp, WatchOp, WireError};
 use tracing::info;
 
 pub use ctx::Ctx;
@@ -127,6 +128,8 @@ pub enum Element {
     Docker(Arc<docker::Container>),
     /// A DNS server.
     Dns(Arc<dns::Dns>),
+    /// A circuit breaker.
+    Breaker(Arc<breaker::Breaker>),
 }
 
 impl Element {
@@ -140,6 +143,7 @@ impl Element {
             Element::Watch(_) => ElementKind::Watch,
             Element::Docker(_) => ElementKind::Docker,
             Element::Dns(_) => ElementKind::Dns,
+            Element::Breaker(_) => ElementKind::Breaker,
         }
     }
 
@@ -150,7 +154,9 @@ impl Element {
             Element::Proc(p) => proc::ops::processes(p),
             Element::Watch(w) => watch::ops::processes(w),
             Element::Docker(d) => docker::ops::processes(d),
-            Element::Server | Element::Chan(_) | Element::Subscription(_) | Element::Dns(_) => Vec::new(),
+            Element::Server | Element::Chan(_) | Element::Subscription(_) | Element::Dns(_) | Element::Breaker(_) => {
+                Vec::new()
+            }
         }
     }
 
@@ -164,6 +170,7 @@ impl Element {
             Element::Watch(w) => ElementStat::Watch(Box::new(watch::ops::peek(w, path).await?)),
             Element::Docker(d) => docker::ops::peek(d, path).await?,
             Element::Dns(d) => ElementStat::Dns(d.stat()),
+            Element::Breaker(b) => ElementStat::Breaker(b.stat()),
         })
     }
 
@@ -191,6 +198,7 @@ impl Element {
             Element::Watch(w) => w.scrub(),
             Element::Docker(d) => d.scrub(),
             Element::Dns(d) => d.scrub(),
+            Element::Breaker(b) => b.scrub(),
         }
     }
 
@@ -210,6 +218,8 @@ impl Element {
             // A subscription reads like a channel.
             (Element::Subscription(s), Op::Chan(ChanOp::Recv)) => subscription::ops::recv(path, s, stream).await,
             (Element::Dns(d), Op::Dns(op)) => Some(dns::ops::serve(&d, path, op)),
+            (Element::Breaker(b), Op::Breaker(BreakerOp::Session)) => breaker::ops::session(&b, path, stream).await,
+            (Element::Breaker(b), Op::Breaker(op)) => Some(breaker::ops::serve(&b, path, op)),
             (el, op) => Some(Err(wrong_kind(path, el.kind(), &op))),
         }
     }
@@ -225,6 +235,7 @@ fn wanted(op: &Op) -> &'static str {
         Op::Watch(_) => "watch",
         Op::Subscription(_) => "subscription",
         Op::Dns(_) => "dns",
+        Op::Breaker(_) => "breaker",
         Op::Anchor(_) | Op::Server(_) => "server",
     }
 }
@@ -265,7 +276,8 @@ pub async fn serve(ctx: &Ctx, path: &Path, op: Op, stream: &mut StreamHandle) ->
         | Op::Chan(ChanOp::Make { .. })
         | Op::Watch(WatchOp::Make(_))
         | Op::Subscription(SubscriptionOp::Make(_))
-        | Op::Dns(DnsOp::Make(_))) => return Some(make(ctx, path, op)),
+        | Op::Dns(DnsOp::Make(_))
+        | Op::Breaker(BreakerOp::Make(_))) => return Some(make(ctx, path, op)),
         // Making a container waits on the engine: the one async make.
         Op::Docker(DockerOp::Make(spec)) => return Some(docker::ops::make(ctx, path, *spec).await),
         op => op,
@@ -285,6 +297,7 @@ pub fn make(ctx: &Ctx, path: &Path, op: Op) -> Response {
         Op::Watch(WatchOp::Make(spec)) => watch::ops::make(ctx, path, *spec),
         Op::Subscription(SubscriptionOp::Make(source)) => subscription::ops::make(ctx, path, source),
         Op::Dns(DnsOp::Make(spec)) => dns::ops::make(ctx, path, spec),
+        Op::Breaker(BreakerOp::Make(spec)) => breaker::ops::make(ctx, path, spec),
         op => Err(WireError::at(
             ErrorKind::Invalid,
             path,

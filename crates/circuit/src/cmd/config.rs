@@ -11,6 +11,9 @@
 //!   `IP:PORT` or `:PORT`; default: the server's IP, a free port) and
 //!   `Records` its records in zone-file syntax. A reload with the same
 //!   `Address` replaces the records on the same sockets.
+//! - `[breaker.NAME]`: a circuit breaker; its keys are the fields of the
+//!   `mkbreaker` JSON spec (`FailureThreshold`, `OpenTimeout`, …). A reload
+//!   gives it the new spec in place: its keys keep their state.
 //!
 //! Reading the file is this binary's job; the server calls [`load`] at boot
 //! and on every `reloadconfig` (see `circuit_server::config`).
@@ -26,7 +29,7 @@ use toml::de::{DeTable, DeValue};
 use crate::cmd::print_json;
 use crate::values;
 
-const KINDS: &str = "[watch.NAME], [chan.NAME] and [dns.NAME]";
+const KINDS: &str = "[watch.NAME], [chan.NAME], [dns.NAME] and [breaker.NAME]";
 
 /// A config error: where in the text (byte offset), and what.
 type Located = (Option<usize>, String);
@@ -65,7 +68,7 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Declaration>, Located> {
         let kind = kind_key.get_ref().as_ref();
         let at = Some(kind_key.span().start);
         let lower = kind.to_ascii_lowercase();
-        if lower != "watch" && lower != "chan" && lower != "dns" {
+        if !["watch", "chan", "dns", "breaker"].contains(&lower.as_str()) {
             return Err((at, format!("unknown element kind {kind:?}; this server knows {KINDS}")));
         }
         let (DeValue::Table(names), Some(toml::Value::Table(bodies))) = (kind_val.get_ref(), values.get(kind)) else {
@@ -128,6 +131,12 @@ fn declaration(kind: &str, name: &str, mut fields: toml::Table) -> std::result::
             ))
         }
         "dns" => Declared::Dns(dns_spec(fields)?),
+        "breaker" => {
+            let serde_json::Value::Object(fields) = serde_json::to_value(&fields).map_err(|e| e.to_string())? else {
+                return Err("a breaker must be a table".into());
+            };
+            Declared::Breaker(crate::cmd::breaker::spec_from_fields(fields)?)
+        }
         _ => {
             let mut cap = 0;
             for (k, v) in fields {
@@ -261,6 +270,12 @@ mod tests {
             })
         );
         assert_eq!(d[1].element, Declared::Dns(DnsSpec::default()));
+        let d = parse("[breaker.pay]\nfailurethreshold = 3\nOpenTimeout = 2.5\n[breaker.dflt]\n").unwrap();
+        let Declared::Breaker(b) = &d[0].element else {
+            panic!("{d:?}")
+        };
+        assert_eq!((b.failure_threshold, b.open_timeout), (3, 2.5));
+        assert_eq!(d[1].element, Declared::Breaker(circuit_client::BreakerSpec::default()));
     }
 
     #[test]
@@ -287,5 +302,7 @@ mod tests {
         assert!(err("[dns.d]\nx = 1\n").contains("unknown field \"x\" of a DNS server"));
         assert!(err("[dns.d]\nRecords = [1]\n").contains("must be a string"));
         assert!(err("[dns.d]\nAddress = 53\n").contains("Address must be a string"));
+        let e = err("[breaker.b]\nFailureThreshold = 0\n");
+        assert!(e.contains("[breaker.b]: bad breaker spec: FailureThreshold = 0"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 //! [`Cmd`] gathers them, and [`Cmd::run`] connects once for all of them.
 
 pub mod anchor;
+pub mod breaker;
 pub mod chan;
 pub mod config;
 pub mod dns;
@@ -63,6 +64,9 @@ pub enum ClientCmd {
     /// mkwatch, incr, decr, numprocs, watch.
     #[command(flatten)]
     Watch(watch::Cmd),
+    /// mkbreaker, breaker exec|reset|open|close.
+    #[command(flatten)]
+    Breaker(breaker::Cmd),
     /// reloadconfig.
     #[command(flatten)]
     Config(config::Cmd),
@@ -92,6 +96,11 @@ impl Cmd {
                 }
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 rt.block_on(async {
+                    // `breaker exec` dials on its own: an unreachable server is
+                    // an answer for it (its failure policy), not an error.
+                    if let ClientCmd::Breaker(breaker::Cmd::Breaker(breaker::BreakerCmd::Exec(e))) = cmd {
+                        return e.run_dialing(&dial).await;
+                    }
                     let client = dial.connect().await?;
                     cmd.run(&client).await
                 })
@@ -111,6 +120,7 @@ impl ClientCmd {
             ClientCmd::Subscription(c) => c.run(client).await,
             ClientCmd::Dns(c) => c.run(client).await,
             ClientCmd::Watch(c) => c.run(client).await,
+            ClientCmd::Breaker(c) => c.run(client).await,
             ClientCmd::Config(c) => c.run(client).await,
             ClientCmd::Top(c) => c.run(client).await,
             ClientCmd::Observe(c) => c.run(client).await,

@@ -218,6 +218,7 @@ fn serve(args: Args, net: &DialArgs) -> Result<()> {
     rt.block_on(async {
         let server = Server::bind(config).await?;
         server.boot_config().map_err(anyhow::Error::msg)?;
+        server.restore_breakers();
         // The file first: whoever reads the URL on stdout finds the file written.
         let url = server.url().to_string();
         if let Some(file) = &args.url_file {
