@@ -49,7 +49,12 @@ fn library(srv: &Server, path: &str, conns: usize, tasks: usize, keys: usize) ->
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for c in 0..conns {
-            let b = Client::dial(&srv.url, None).await.unwrap().walk(path).unwrap().breaker();
+            let b = Client::dial(&srv.url, None)
+                .await
+                .unwrap()
+                .walk(path)
+                .unwrap()
+                .breaker();
             for t in 0..tasks {
                 let (b, done, stop) = (b.clone(), done.clone(), stop.clone());
                 let key = format!("tenant-{}", (c * tasks + t) % keys);
@@ -90,9 +95,7 @@ fn main() {
 
     for (conns, tasks, keys) in [(1, 1, 1), (4, 16, 64), (8, 32, 1)] {
         let rate = library(&srv, &path, conns, tasks, keys);
-        println!(
-            "allow+record pairs/s, library, {conns} connection(s) × {tasks} caller(s), {keys} key(s): {rate:.0}"
-        );
+        println!("allow+record pairs/s, library, {conns} connection(s) × {tasks} caller(s), {keys} key(s): {rate:.0}");
     }
 
     let mut v = Vec::new();
@@ -109,7 +112,10 @@ fn main() {
     );
 
     let local = LocalBreaker::new(BreakerSpec::default()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let rate = rt.block_on(async {
         let n = 1_000_000;
         let t = Instant::now();
@@ -124,9 +130,17 @@ fn main() {
     println!("allow+record pairs/s, in-process LocalBreaker, one thread: {rate:.0}");
 
     // circuitry's case: 4 concurrent 100 ms jobs on one key.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let took = rt.block_on(async {
-        let b = Client::dial(&srv.url, None).await.unwrap().walk(&path).unwrap().breaker();
+        let b = Client::dial(&srv.url, None)
+            .await
+            .unwrap()
+            .walk(&path)
+            .unwrap()
+            .breaker();
         let t = Instant::now();
         let jobs: Vec<_> = (0..4)
             .map(|_| {
@@ -150,7 +164,9 @@ fn main() {
         took.as_secs_f64() * 1e3
     );
     let t = Instant::now();
-    let children: Vec<_> = (0..4).map(|_| exec(&srv, &path, "one-tenant", &["sleep", "0.1"])).collect();
+    let children: Vec<_> = (0..4)
+        .map(|_| exec(&srv, &path, "one-tenant", &["sleep", "0.1"]))
+        .collect();
     for mut c in children {
         assert!(c.wait().unwrap().success());
     }
