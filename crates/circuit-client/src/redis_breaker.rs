@@ -202,9 +202,14 @@ impl RedisBreaker {
     /// A handle on the breaker `name` in the Redis server at `url`
     /// (`redis://[:PASSWORD@]HOST:PORT[/DB]` or `unix:///PATH`). Nothing is
     /// asked of the server until it is used: an unreachable one is answered
-    /// by the [`FailurePolicy`] (default fail-closed) at each call.
+    /// by the [`FailurePolicy`] (default fail-closed) at each call. Call it
+    /// within a Tokio runtime (its connection lives there): outside one it
+    /// is an error.
     pub fn new(url: &str, name: &str) -> Result<RedisBreaker, Error> {
         check_redis_name(name)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(invalid("RedisBreaker::new outside a Tokio runtime".to_string()));
+        }
         let client = redis::Client::open(url).map_err(|e| invalid(format!("bad Redis URL {url:?}: {e}")))?;
         let addr = display_addr(&client);
         let config = ConnectionManagerConfig::new()
@@ -712,12 +717,14 @@ mod tests {
 
     #[test]
     fn bad_urls_and_specs_are_refused_before_any_io() {
-        let e = RedisBreaker::new("http://x", "b").unwrap_err().to_string();
-        assert!(e.starts_with("bad Redis URL"), "{e}");
+        let e = RedisBreaker::new("redis://127.0.0.1:1", "b").unwrap_err().to_string();
+        assert_eq!(e, "RedisBreaker::new outside a Tokio runtime");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
+        let e = rt.block_on(async { RedisBreaker::new("http://x", "b").unwrap_err().to_string() });
+        assert!(e.starts_with("bad Redis URL"), "{e}");
         let e = rt
             .block_on(RedisBreaker::make(
                 "redis://127.0.0.1:1",

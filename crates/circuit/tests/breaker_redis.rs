@@ -13,7 +13,7 @@ use circuit_client::{
     Admission, BreakerSpec, BreakerState, Called, ErrorKind, FailurePolicy, Outcome, Permit, Recorded, RedisBreaker,
     Rejection, Transition,
 };
-use common::redis::{RedisServer, free_port};
+use common::redis::{RedisServer, code, free_port};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -557,4 +557,131 @@ fn transitions_are_published_once_each() {
         events[1].contains(r#""To":"half-open""#) && events[1].contains(r#""Generation":2"#),
         "{text}"
     );
+}
+
+#[test]
+fn the_cli_makes_runs_rejects_shows_and_resets() {
+    use common::{fails, ok, run_cli, stderr};
+    let Some(redis) = RedisServer::start() else { return };
+    let url = redis.url();
+    let cli = |args: &[&str]| run_cli(args, b"", &[]);
+    let spec = br#"{"failurethreshold": 2, "OpenTimeout": 30}"#;
+    ok(run_cli(&["mkbreaker", "--redis", &url, "jobs"], spec, &[]));
+    let e = fails(run_cli(
+        &["mkbreaker", "--redis", &url, "bad"],
+        br#"{"OpenTimeout": -1}"#,
+        &[],
+    ));
+    assert!(e.contains("bad breaker spec: OpenTimeout = -1"), "{e}");
+    let exec = |args: &[&str]| {
+        let mut full = vec!["breaker", "exec", "--redis", &url, "jobs", "-k", "t1", "--"];
+        full.extend_from_slice(args);
+        run_cli(&full, b"", &[])
+    };
+    ok(exec(&["true"]));
+    // CMD's own status comes back, and counts as a failure.
+    assert_eq!(code(&exec(&["sh", "-c", "exit 3"])), 3);
+    assert_eq!(code(&exec(&["false"])), 1);
+    let r = exec(&["echo", "must not run"]);
+    assert_eq!(code(&r), 75, "{}", stderr(&r));
+    assert!(common::stdout(&r).is_empty());
+    assert!(stderr(&r).contains("is open: retry after"), "{}", stderr(&r));
+    // Another key is not affected.
+    ok(run_cli(
+        &["breaker", "exec", "--redis", &url, "jobs", "-k", "t2", "--", "true"],
+        b"",
+        &[],
+    ));
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(cli(&["breaker", "show", "--redis", &url, "jobs"]))).unwrap();
+    assert_eq!(shown["Spec"]["FailureThreshold"], 2);
+    let keys = shown["Keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{shown}");
+    assert_eq!(
+        (keys[0]["Key"].as_str(), keys[0]["State"].as_str()),
+        (Some("t1"), Some("open"))
+    );
+    assert_eq!(keys[0]["Generation"], 1);
+    assert!(keys[0]["OpenRemaining"].as_f64().unwrap() > 20.0);
+    assert_eq!(keys[1]["Counts"]["Successes"], 1);
+    ok(cli(&["breaker", "reset", "--redis", &url, "jobs", "-k", "t1"]));
+    ok(exec(&["true"]));
+    ok(cli(&["breaker", "open", "--redis", &url, "jobs", "-k", "t1"]));
+    assert_eq!(code(&exec(&["true"])), 75);
+    ok(cli(&["breaker", "close", "--redis", &url, "jobs", "-k", "t1"]));
+    let one: serde_json::Value =
+        serde_json::from_str(&ok(cli(&["breaker", "show", "--redis", &url, "jobs", "-k", "t1"]))).unwrap();
+    assert_eq!(one["Keys"][0]["State"], "closed");
+    assert_eq!(one["Keys"][0]["Generation"], 4);
+    // Not made, a bad name, no Redis.
+    let e = fails(cli(&["breaker", "exec", "--redis", &url, "nobody", "--", "true"]));
+    assert!(e.contains("no breaker \"nobody\""), "{e}");
+    let e = fails(cli(&["breaker", "show", "--redis", &url, "a{b}"]));
+    assert!(e.contains("bad breaker name"), "{e}");
+    let gone = format!("redis://127.0.0.1:{}", free_port());
+    let r = cli(&["breaker", "exec", "--redis", &gone, "jobs", "--", "echo", "ran"]);
+    assert_eq!(code(&r), 69, "{}", stderr(&r));
+    assert!(common::stdout(&r).is_empty());
+    let r = cli(&[
+        "breaker",
+        "exec",
+        "--fail-open",
+        "--redis",
+        &gone,
+        "jobs",
+        "--",
+        "echo",
+        "ran",
+    ]);
+    assert_eq!(common::stdout(&r), "ran\n", "{}", stderr(&r));
+    assert!(stderr(&r).contains("--fail-open"), "{}", stderr(&r));
+}
+
+#[test]
+fn a_killed_exec_frees_its_probe_slot_at_its_lease_end() {
+    use common::{ok, run_cli};
+    let Some(redis) = RedisServer::start() else { return };
+    let url = redis.url();
+    let spec = br#"{"FailureThreshold": 1, "OpenTimeout": 0.2, "PermitTtl": 1}"#;
+    ok(run_cli(&["mkbreaker", "--redis", &url, "kill"], spec, &[]));
+    ok(run_cli(&["breaker", "open", "--redis", &url, "kill"], b"", &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    // Takes the one probe slot, then is killed before it can record.
+    let mut holder = std::process::Command::new(common::bin())
+        .args(["breaker", "exec", "--redis", &url, "kill", "--", "sleep", "30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = rt();
+    let b = rt.block_on(async { RedisBreaker::new(&url, "kill").unwrap() });
+    let probes = |want: u32| {
+        rt.block_on(async {
+            b.snapshot("default")
+                .await
+                .unwrap()
+                .is_some_and(|s| s.probes_in_flight == want)
+        })
+    };
+    assert!(common::eventually(Duration::from_secs(10), || probes(1)));
+    let taken = Instant::now();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let r = run_cli(&["breaker", "exec", "--redis", &url, "kill", "--", "true"], b"", &[]);
+    if taken.elapsed() < Duration::from_millis(900) {
+        assert_eq!(code(&r), 75, "the slot is still held");
+        assert!(common::stderr(&r).contains("every probe slot is taken"));
+    }
+    // At its lease's end the lost probe counts as a failure (open again);
+    // after the open timeout a new probe is admitted and closes it.
+    assert!(common::eventually(Duration::from_secs(10), || {
+        code(&run_cli(
+            &["breaker", "exec", "--redis", &url, "kill", "--", "true"],
+            b"",
+            &[],
+        )) == 0
+    }));
+    assert!(taken.elapsed() >= Duration::from_millis(1000), "{:?}", taken.elapsed());
+    let s = rt.block_on(async { b.snapshot("default").await.unwrap().unwrap() });
+    assert_eq!((s.state, s.generation), (BreakerState::Closed, 5), "{s:?}");
 }

@@ -190,11 +190,11 @@ impl KeyArgs {
     }
 }
 
-fn say(msg: std::fmt::Arguments<'_>) {
+pub fn say(msg: std::fmt::Arguments<'_>) {
     eprintln!("circuit: {msg}");
 }
 
-fn rejection_text(r: &Rejection) -> String {
+pub fn rejection_text(r: &Rejection) -> String {
     match r {
         Rejection::Open { retry_after } => format!("is open: retry after {:.3} s", retry_after.as_secs_f64()),
         Rejection::HalfOpenFull { retry_after } => format!(
@@ -290,7 +290,7 @@ impl Exec {
 
 /// Runs the command with this process's stdio, passing SIGINT and SIGTERM
 /// on; its exit status (128+N for signal N) and the outcome to record.
-async fn run_command(cmd: &[String]) -> (i32, Outcome) {
+pub async fn run_command(cmd: &[String]) -> (i32, Outcome) {
     use std::os::unix::process::ExitStatusExt;
     use tokio::signal::unix::{SignalKind, signal};
     let mut child = match tokio::process::Command::new(&cmd[0]).args(&cmd[1..]).spawn() {
