@@ -35,7 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use circuit_proto::breaker::{BreakerCounts, KeySnapshot, SpecError, Transition};
-use circuit_proto::{BreakerOp, BreakerReply, BreakerSpec, BreakerStat, ElementStat, ErrorKind, Path, Reply};
+use circuit_proto::{BreakerOp, BreakerReply, BreakerSpec, BreakerStat, ElementStat, ErrorKind, Path, WireError};
+use tokio::sync::{mpsc, oneshot};
 
 pub use circuit_breaker::{Breakers, Limits};
 pub use circuit_proto::breaker::{BreakerState, Outcome, Permit, Recorded, Rejection};
@@ -62,6 +63,7 @@ impl Anchor {
             anchor: self.clone(),
             policy: FailurePolicy::FailClosed,
             timeout: DEFAULT_TIMEOUT,
+            session: Arc::default(),
         }
     }
 }
@@ -217,12 +219,129 @@ fn timed_out(after: Duration) -> Error {
     ))
 }
 
-/// A handle on a breaker element. Cheap to clone.
+/// A handle on a breaker element. Cheap to clone: clones share one
+/// pipelined stream to the breaker (opened on first use, and again after
+/// it broke), on which concurrent calls travel together.
 #[derive(Clone)]
 pub struct Breaker {
     anchor: Anchor,
     policy: FailurePolicy,
     timeout: Duration,
+    session: Arc<SessionSlot>,
+}
+
+type Answer = oneshot::Sender<Result<BreakerReply, WireError>>;
+type Tx = mpsc::UnboundedSender<(BreakerOp, Answer)>;
+
+/// The handle's session: the sender to its writer task, and a lock that
+/// lets one caller open it while the others wait.
+#[derive(Default)]
+struct SessionSlot {
+    tx: Mutex<Option<Tx>>,
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl SessionSlot {
+    fn live(&self) -> Option<Tx> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        tx.as_ref().filter(|t| !t.is_closed()).cloned()
+    }
+}
+
+/// Runs a session on `stream`: writes the requests of `rx` (all those
+/// waiting, then one flush), and hands each answer to its caller. Ends when
+/// every handle is gone or the stream breaks; the callers still waiting
+/// then get an error (their answer dropped).
+async fn run_session(stream: circuit_proto::conn::StreamHandle, mut rx: mpsc::UnboundedReceiver<(BreakerOp, Answer)>) {
+    use circuit_proto::breaker::{SessionAnswer, SessionRequest};
+    use circuit_proto::frame;
+    use std::collections::HashMap;
+    use tokio::io::AsyncWriteExt;
+
+    let (rd, mut wr) = tokio::io::split(stream);
+    let pending: Arc<Mutex<HashMap<u64, Answer>>> = Arc::default();
+    let gone = tokio_util_like::Flag::default();
+    let reader = {
+        let (pending, gone) = (pending.clone(), gone.clone());
+        tokio::spawn(async move {
+            let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
+            while let Ok(a) = frame::read_frame::<SessionAnswer, _>(&mut rd).await {
+                let waiting = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&a.id);
+                if let Some(tx) = waiting {
+                    let _ = tx.send(a.answer);
+                }
+            }
+            gone.set();
+            pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        })
+    };
+    let mut next = 0u64;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = gone.wait() => None,
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        buf.clear();
+        {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            for (op, answer) in batch {
+                next += 1;
+                match frame::encode(&SessionRequest { id: next, op }) {
+                    Ok(bytes) => {
+                        buf.extend_from_slice(&bytes);
+                        p.insert(next, answer);
+                    }
+                    Err(e) => {
+                        let _ = answer.send(Err(WireError::new(ErrorKind::Invalid, e.to_string())));
+                    }
+                }
+            }
+        }
+        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
+            break;
+        }
+    }
+    // Dropping the receiver marks the slot dead; dropping the answers
+    // tells their callers.
+    drop(rx);
+    let _ = wr.shutdown().await;
+    pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    reader.abort();
+}
+
+/// A one-way latch a task can wait on.
+mod tokio_util_like {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[derive(Clone, Default)]
+    pub struct Flag(Arc<(AtomicBool, tokio::sync::Notify)>);
+
+    impl Flag {
+        pub fn set(&self) {
+            self.0.0.store(true, Ordering::SeqCst);
+            self.0.1.notify_waiters();
+        }
+
+        pub async fn wait(&self) {
+            loop {
+                let notified = self.0.1.notified();
+                if self.0.0.load(Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
 }
 
 impl Breaker {
@@ -254,12 +373,34 @@ impl Breaker {
         self.policy
     }
 
+    /// The session's sender, opened if there is none (or it broke).
+    async fn session(&self) -> Result<Tx, Error> {
+        if let Some(tx) = self.session.live() {
+            return Ok(tx);
+        }
+        let _one = self.session.opening.lock().await;
+        if let Some(tx) = self.session.live() {
+            return Ok(tx);
+        }
+        let stream = self.anchor.open(BreakerOp::Session).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_session(stream, rx));
+        *self.session.tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+        Ok(tx)
+    }
+
     async fn ask(&self, op: BreakerOp) -> Result<BreakerReply, Error> {
-        match tokio::time::timeout(self.timeout, self.anchor.ask(op)).await {
+        let lost = || Error::Closed(format!("the breaker session of {}", self.path()));
+        let asked = async {
+            let tx = self.session().await?;
+            let (answer, rx) = oneshot::channel();
+            tx.send((op, answer)).map_err(|_| lost())?;
+            let answer = rx.await.map_err(|_| lost())?;
+            answer.map_err(Error::Remote)
+        };
+        match tokio::time::timeout(self.timeout, asked).await {
             Err(_) => Err(timed_out(self.timeout)),
-            Ok(Ok(Reply::Breaker(r))) => Ok(r),
-            Ok(Ok(r)) => Err(Error::unexpected(&r)),
-            Ok(Err(e)) => Err(e),
+            Ok(r) => r,
         }
     }
 

@@ -47,6 +47,31 @@ pub enum BreakerOp {
         /// The key.
         key: String,
     },
+    /// Many ops on one stream (a pipelined handle): the server answers
+    /// `Done`, then takes frames of [`SessionRequest`] and writes a frame of
+    /// [`SessionAnswer`] for each, in order, until the client closes its
+    /// side. `Make` and `Session` are refused inside. An answer of kind
+    /// [`crate::ErrorKind::Aborted`] means the breaker was scrubbed: the
+    /// server then ends the stream.
+    Session,
+}
+
+/// One op of a [`BreakerOp::Session`], with the caller's id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRequest {
+    /// Echoed in the answer.
+    pub id: u64,
+    /// The op.
+    pub op: BreakerOp,
+}
+
+/// The answer to a [`SessionRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionAnswer {
+    /// The request's id.
+    pub id: u64,
+    /// What a single request would have answered.
+    pub answer: Result<BreakerReply, crate::WireError>,
 }
 
 impl BreakerOp {
@@ -59,6 +84,7 @@ impl BreakerOp {
             BreakerOp::Reset { .. } => "reset",
             BreakerOp::Open { .. } => "open",
             BreakerOp::Close { .. } => "close",
+            BreakerOp::Session => "breaker-session",
         }
     }
 }

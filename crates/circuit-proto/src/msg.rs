@@ -285,12 +285,15 @@ impl Op {
     /// True when the answer may wait on something else (a message, an
     /// exit, a member): the server acknowledges such streams at once.
     pub fn may_wait(&self) -> bool {
+        if let Op::Breaker(op) = self {
+            // A session stays open as long as its client wants.
+            return matches!(op, BreakerOp::Session);
+        }
         !matches!(
             self,
             Op::Anchor(AnchorOp::List { .. } | AnchorOp::Peek | AnchorOp::Scrub)
                 | Op::Chan(ChanOp::Make { .. } | ChanOp::Close)
                 | Op::Dns(_)
-                | Op::Breaker(_)
         )
     }
 }

@@ -268,6 +268,21 @@ async fn a_late_record_from_an_old_generation_is_ignored() {
         (k["State"].as_str(), k["Counts"]["Successes"].as_u64()),
         (Some("closed"), Some(1))
     );
+    // Scrubbed under a live session: the next call is an error, not a hang
+    // and not "unreachable".
+    ok(srv.cli("scrub", &[&path]));
+    let e = tokio::time::timeout(Duration::from_secs(10), b.allow("k"))
+        .await
+        .unwrap();
+    let e = e.expect_err("no breaker any more");
+    assert!(!circuit_client::is_unreachable(&e), "{e}");
+    assert!(
+        matches!(
+            e.kind(),
+            Some(circuit_client::ErrorKind::Aborted | circuit_client::ErrorKind::NotFound)
+        ),
+        "{e}"
+    );
 }
 
 /// `circuit stop` then a restart with the same `--var DIR`: the breaker is

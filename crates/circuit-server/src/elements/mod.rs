@@ -218,6 +218,7 @@ impl Element {
             // A subscription reads like a channel.
             (Element::Subscription(s), Op::Chan(ChanOp::Recv)) => subscription::ops::recv(path, s, stream).await,
             (Element::Dns(d), Op::Dns(op)) => Some(dns::ops::serve(&d, path, op)),
+            (Element::Breaker(b), Op::Breaker(BreakerOp::Session)) => breaker::ops::session(&b, path, stream).await,
             (Element::Breaker(b), Op::Breaker(op)) => Some(breaker::ops::serve(&b, path, op)),
             (el, op) => Some(Err(wrong_kind(path, el.kind(), &op))),
         }

@@ -92,6 +92,9 @@ pub fn restore_all(ctx: &Ctx) {
 /// Serves `op` on the breaker at `path`.
 pub(crate) fn serve(b: &Arc<Breaker>, path: &Path, op: BreakerOp) -> Response {
     let reply = match op {
+        BreakerOp::Session => {
+            return Err(invalid(path, "a breaker session is a stream: it is not served here"));
+        }
         BreakerOp::Make(_) => {
             return Err(WireError::at(
                 ErrorKind::Exists,
@@ -137,4 +140,80 @@ pub(crate) fn serve(b: &Arc<Breaker>, path: &Path, op: BreakerOp) -> Response {
         }
     };
     Ok(Reply::Breaker(reply))
+}
+
+/// `BreakerOp::Session`: many ops on one stream, answered in order. The
+/// answers to the requests that came together are written together (one
+/// flush per batch), so a pipelining client pays one round trip per batch,
+/// not per op.
+pub(crate) async fn session(
+    b: &Arc<Breaker>,
+    path: &Path,
+    stream: &mut circuit_proto::conn::StreamHandle,
+) -> Option<Response> {
+    use circuit_proto::breaker::{SessionAnswer, SessionRequest};
+    use circuit_proto::frame::{self, FrameError};
+    use tokio::io::{AsyncWriteExt, BufReader};
+
+    if circuit_proto::conn::respond(stream, &Ok(Reply::Done)).await.is_err() {
+        return None;
+    }
+    info!(op = "breaker-session", %path, "session open");
+    let mut io = BufReader::with_capacity(64 * 1024, stream);
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut served = 0u64;
+    let end = loop {
+        let req: SessionRequest = match frame::read_frame(&mut io).await {
+            Ok(r) => r,
+            Err(FrameError::Eof) => break "client closed",
+            Err(e) => {
+                warn!(op = "breaker-session", %path, error = %e, "bad frame; session ended");
+                break "bad frame";
+            }
+        };
+        let aborted = b.stop.is_cancelled();
+        let answer = if aborted {
+            Err(WireError::at(
+                ErrorKind::Aborted,
+                path,
+                format!("the breaker at {path} was scrubbed"),
+            ))
+        } else {
+            match req.op {
+                op @ (BreakerOp::Make(_) | BreakerOp::Session) => Err(invalid(
+                    path,
+                    format!("{} is not taken inside a breaker session", op.verb()),
+                )),
+                op => serve(b, path, op).and_then(|r| match r {
+                    Reply::Breaker(r) => Ok(r),
+                    other => Err(WireError::at(
+                        ErrorKind::Internal,
+                        path,
+                        format!("{path}: {} from a breaker op", other.name()),
+                    )),
+                }),
+            }
+        };
+        served += 1;
+        match frame::encode(&SessionAnswer { id: req.id, answer }) {
+            Ok(bytes) => out.extend_from_slice(&bytes),
+            Err(e) => {
+                warn!(op = "breaker-session", %path, error = %e, "cannot encode an answer; session ended");
+                break "encode";
+            }
+        }
+        // Write once nothing more is waiting to be read (or a lot is out).
+        if io.buffer().is_empty() || out.len() >= 64 * 1024 || aborted {
+            let w = io.get_mut();
+            if w.write_all(&out).await.is_err() || w.flush().await.is_err() {
+                break "client gone";
+            }
+            out.clear();
+        }
+        if aborted {
+            break "breaker scrubbed";
+        }
+    };
+    info!(op = "breaker-session", %path, ops = served, why = end, "session closed");
+    None
 }
