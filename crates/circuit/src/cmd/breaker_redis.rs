@@ -1,8 +1,8 @@
 //! The breaker commands over Redis, for hosts that run no circuit cluster:
 //! `mkbreaker --redis URL NAME`, `breaker exec|reset|open|close|show
 //! --redis URL NAME`. A command line with `--redis` (before any `--`) after
-//! `mkbreaker` or `breaker` is parsed and run here, without dialing a
-//! cluster; the exit statuses of `breaker exec` are those of the cluster
+//! `mkbreaker` or `breaker`, or any `breaker show`, is parsed and run here,
+//! without dialing a cluster; the exit statuses of `breaker exec` are those of the cluster
 //! form (see [`crate::cmd::breaker`]).
 
 use std::ffi::OsString;
@@ -120,7 +120,9 @@ fn wants_redis(argv: &[OsString]) -> bool {
     let Some(verb) = args.iter().position(|a| *a == "mkbreaker" || *a == "breaker") else {
         return false;
     };
-    args[verb..]
+    // `breaker show` exists only over Redis (a breaker element has `peek`).
+    let show = args[verb] == "breaker" && args.get(verb + 1) == Some(&"show");
+    show || args[verb..]
         .iter()
         .any(|a| *a == "--redis" || a.starts_with("--redis="))
 }
@@ -308,6 +310,7 @@ mod tests {
         assert!(!wants_redis(&argv("circuit breaker exec /X1/b -- prog --redis x")));
         assert!(!wants_redis(&argv("circuit ls --redis /")));
         assert!(!wants_redis(&argv("circuit mkbreaker /X1/b")));
+        assert!(wants_redis(&argv("circuit breaker show --help")));
         let cli = RedisCli::try_parse_from(argv("circuit breaker exec --redis redis://h:1 b -k t -- true x")).unwrap();
         let Top::Breaker(Verb::Exec(e)) = cli.cmd else { panic!() };
         assert_eq!((e.target.name.as_str(), e.key.as_str(), e.cmd.len()), ("b", "t", 2));
