@@ -314,7 +314,7 @@ impl Breakers {
             return true;
         }
         if let Some(at) = self.fruitless_sweep
-            && now < at + Duration::from_secs(1)
+            && now < at.saturating_add(Duration::from_secs(1))
         {
             return false;
         }
