@@ -184,6 +184,9 @@ fn a_killed_client_holding_a_probe_frees_the_slot_at_lease_end() {
     mkbreaker(&srv, &path, r#"{"PermitTtl": 1, "OpenTimeout": 0.5}"#);
     ok(srv.cli("breaker", &["open", &path, "--key", "t"]));
     std::thread::sleep(Duration::from_millis(600));
+    // The permit is given after this instant: its lease cannot end sooner
+    // than a PermitTtl after it.
+    let spawned = Instant::now();
     let mut exec = Command::new(common::bin())
         .args([
             "breaker", "exec", "-d", &srv.url, &path, "--key", "t", "--", "sleep", "30",
@@ -198,12 +201,11 @@ fn a_killed_client_holding_a_probe_frees_the_slot_at_lease_end() {
     let sleeper = common::children(exec.id() as u64);
     let _reap = common::Pids::of(sleeper.iter().map(|(p, _)| *p));
     assert!(holding, "the exec never took the probe");
-    let killed = Instant::now();
     exec.kill().unwrap();
     exec.wait().unwrap();
     // The slot is still taken: a second exec is refused (75).
     let o = srv.cli("breaker", &["exec", &path, "--key", "t", "--", "true"]);
-    if killed.elapsed() < Duration::from_millis(800) {
+    if spawned.elapsed() < Duration::from_millis(900) {
         assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
         assert!(
             stderr(&o).contains("half-open and every probe slot is taken"),
@@ -217,7 +219,7 @@ fn a_killed_client_holding_a_probe_frees_the_slot_at_lease_end() {
         k["State"] == "open" && k["ProbesInFlight"] == 0 && k["Generation"] == 3
     }));
     assert!(
-        killed.elapsed() >= Duration::from_millis(900),
+        spawned.elapsed() >= Duration::from_secs(1),
         "freed before the lease ended"
     );
     // After the open timeout a new probe is admitted, and closes it.

@@ -194,3 +194,70 @@ impl Drop for Breaker {
         self.stop.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use circuit_breaker::{Limits, Outcome, State};
+    use circuit_proto::{BreakerEvent, ServerId};
+
+    fn breaker(spec: BreakerSpec, events: &Bus) -> Arc<Breaker> {
+        let clock = Clock::new();
+        let shutdown = CancellationToken::new();
+        Arc::new(Breaker {
+            inner: Mutex::new(Inner {
+                core: Breakers::new(spec, Limits::default()),
+                armed: None,
+            }),
+            clock,
+            origin: clock.now(),
+            path: format!("{}/b", Path::server(ServerId(7))).parse().unwrap(),
+            events: events.clone(),
+            wake: Notify::new(),
+            dirty: Notify::new(),
+            store: None,
+            stop: shutdown.child_token(),
+            shutdown,
+        })
+    }
+
+    /// On the server's paused clock, no op after the trip: the timer alone
+    /// stores open → half-open at the timeout, and ends a lost probe's
+    /// lease (half-open → open), each one event.
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_moves_time_on_the_servers_clock() {
+        let bus = Bus::new(ServerId(7));
+        let mut rx = bus.subscribe();
+        let spec = BreakerSpec {
+            failure_threshold: 1,
+            open_timeout: 10.0,
+            permit_ttl: 3.0,
+            ..BreakerSpec::default()
+        };
+        let b = breaker(spec, &bus);
+        tokio::spawn(b.clone().timer());
+        let p = b.with(|c, now| c.allow("k", now)).unwrap();
+        b.with(|c, now| c.record(p.id, Outcome::Failure, now));
+        let state = |b: &Breaker| b.stat().states[0].state;
+        assert_eq!(state(&b), State::Open);
+        b.clock.sleep(Duration::from_millis(9_999)).await;
+        assert_eq!(state(&b), State::Open);
+        b.clock.sleep(Duration::from_millis(2)).await;
+        assert_eq!(state(&b), State::HalfOpen, "the timer stored the transition");
+        // A probe whose holder vanishes: at its lease's end, open again.
+        let probe = b.with(|c, now| c.allow("k", now)).unwrap();
+        assert_eq!(probe.generation, 2);
+        b.clock.sleep(Duration::from_millis(3_001)).await;
+        assert_eq!(state(&b), State::Open);
+        assert_eq!(b.stat().states[0].probes_in_flight, 0);
+        let mut seen = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if let EventKind::Breaker(BreakerEvent::Transition { from, to, .. }) = ev.kind {
+                seen.push((from, to));
+            }
+        }
+        use State::*;
+        assert_eq!(seen, vec![(Closed, Open), (Open, HalfOpen), (HalfOpen, Open)]);
+        b.scrub().await;
+    }
+}
