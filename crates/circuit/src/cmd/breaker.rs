@@ -81,7 +81,7 @@ pub enum Cmd {
         Example:\n  echo '{\"FailureThreshold\": 3, \"OpenTimeout\": 30}' | circuit mkbreaker /X88550014d4c82e4d/payments")]
     Mkbreaker(Mkbreaker),
     /// Run a command under a breaker, or reset, open or close one of its keys
-    #[command(subcommand)]
+    #[command(subcommand, after_help = crate::cmd::breaker_redis::AFTER_HELP)]
     Breaker(BreakerCmd),
 }
 

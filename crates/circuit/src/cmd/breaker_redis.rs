@@ -15,6 +15,11 @@ use clap::{Parser, Subcommand};
 
 use crate::cmd::breaker::{EXIT_REJECTED, EXIT_UNREACHABLE, ExitWith, parse_spec, rejection_text, run_command, say};
 
+/// Told under `circuit breaker --help`: the Redis forms are parsed here.
+pub const AFTER_HELP: &str = "Over Redis, for hosts that run no cluster: `circuit mkbreaker --redis URL NAME`, \
+    `circuit breaker exec|reset|open|close --redis URL NAME …`, `circuit breaker show --redis URL NAME` \
+    (see `circuit breaker show --help`).";
+
 /// The `circuit` command line when it names `--redis`.
 #[derive(Parser, Debug)]
 #[command(name = "circuit", version)]
