@@ -217,7 +217,9 @@ fn open_survives_a_new_client_and_is_kept_past_its_expiry() {
             a.record(&p, Outcome::Failure).await.unwrap();
         }
         drop(a);
-        let b = RedisBreaker::new(&redis.url(), "keep").unwrap();
+        let b = RedisBreaker::new(&redis.url(), "keep")
+            .unwrap()
+            .with_idle_ttl(Duration::from_secs(5));
         let Admission::Rejected(Rejection::Open { retry_after }) = b.allow("t").await.unwrap() else {
             panic!("a new client must see it open")
         };
@@ -227,6 +229,14 @@ fn open_survives_a_new_client_and_is_kept_past_its_expiry() {
         let [state, _, _] = b.key_layout("t");
         let pttl: i64 = redis.cli(&["PTTL", &state]).parse().unwrap();
         assert!(pttl > 590_000, "PTTL {pttl}");
+        // An idle closed key is forgotten after the idle time (here 5 s):
+        // its entries carry that expiry, no more.
+        let p = permit(&b, "idle").await;
+        b.record(&p, Outcome::Success).await.unwrap();
+        let [idle_state, idle_permits, _] = b.key_layout("idle");
+        let pttl: i64 = redis.cli(&["PTTL", &idle_state]).parse().unwrap();
+        assert!(pttl > 0 && pttl <= 5_000, "PTTL {pttl}");
+        assert_eq!(redis.cli(&["EXISTS", &idle_permits]), "0", "no permit left behind");
         // The spec itself never expires.
         assert_eq!(redis.cli(&["PTTL", &b.spec_key()]), "-1");
         assert_eq!(b.spec().await.unwrap().open_timeout, 600.0);
