@@ -745,3 +745,81 @@ fn a_closed_window_clears_its_counts_without_a_transition() {
         );
     });
 }
+
+#[test]
+fn a_storm_of_clients_leaves_one_chain_of_transitions_per_key() {
+    let Some(redis) = RedisServer::start() else { return };
+    rt().block_on(async {
+        let s = spec(|s| {
+            s.failure_threshold = 3;
+            s.success_threshold = 2;
+            s.half_open_max_probes = 2;
+            s.open_timeout = 0.02;
+            s.permit_ttl = 0.05;
+        });
+        RedisBreaker::make(&redis.url(), "storm", s).await.unwrap();
+        let seen = Arc::new(Mutex::new(Vec::<Transition>::new()));
+        let handle = |seen: &Arc<Mutex<Vec<Transition>>>| {
+            let seen = seen.clone();
+            RedisBreaker::new(&redis.url(), "storm")
+                .unwrap()
+                .on_transition(move |t| seen.lock().unwrap().push(t.clone()))
+        };
+        let mut tasks = Vec::new();
+        for c in 0..8u64 {
+            let b = handle(&seen);
+            tasks.push(tokio::spawn(async move {
+                let mut rng = Rng(0x5eed + c);
+                for _ in 0..150 {
+                    let key = if rng.below(2) == 0 { "x" } else { "y" };
+                    if let Admission::Permit(p) = b.allow(key).await.unwrap() {
+                        tokio::time::sleep(Duration::from_micros(rng.below(3000))).await;
+                        match rng.below(10) {
+                            0 => {} // abandoned: its lease ends
+                            1..=4 => {
+                                b.record(&p, Outcome::Failure).await.unwrap();
+                            }
+                            _ => {
+                                b.record(&p, Outcome::Success).await.unwrap();
+                            }
+                        }
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }));
+        }
+        // A watcher: never more probes in flight than allowed.
+        let watcher = handle(&seen);
+        let mut max_probes = 0;
+        while !tasks.iter().all(|t| t.is_finished()) {
+            for k in ["x", "y"] {
+                if let Some(s) = watcher.snapshot(k).await.unwrap() {
+                    max_probes = max_probes.max(s.probes_in_flight);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(max_probes <= 2, "{max_probes} probes in flight");
+        let x = watcher.snapshot("x").await.unwrap().unwrap();
+        let y = watcher.snapshot("y").await.unwrap().unwrap();
+        let seen = seen.lock().unwrap().clone();
+        for (k, last) in [("x", x), ("y", y)] {
+            let mut chain: Vec<&Transition> = seen.iter().filter(|t| t.key == k).collect();
+            chain.sort_by_key(|t| t.generation);
+            assert!(chain.len() >= 3, "key {k}: too calm a storm: {chain:?}");
+            // Every generation made once, by exactly one client, each from
+            // the state the previous one entered.
+            for (i, t) in chain.iter().enumerate() {
+                assert_eq!(t.generation, i as u64 + 1, "key {k}: {chain:?}");
+                let from = if i == 0 { BreakerState::Closed } else { chain[i - 1].to };
+                assert_eq!(t.from, from, "key {k}: {chain:?}");
+            }
+            let end = chain.last().unwrap();
+            assert_eq!((last.generation, last.state), (end.generation, end.to), "key {k}");
+        }
+    });
+}
