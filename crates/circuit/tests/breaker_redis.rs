@@ -643,6 +643,11 @@ fn the_cli_makes_runs_rejects_shows_and_resets() {
         serde_json::from_str(&ok(cli(&["breaker", "show", "--redis", &url, "jobs", "-k", "t1"]))).unwrap();
     assert_eq!(one["Keys"][0]["State"], "closed");
     assert_eq!(one["Keys"][0]["Generation"], 4);
+    // Scrubbed: gone, every key with it.
+    ok(cli(&["breaker", "scrub", "--redis", &url, "jobs"]));
+    assert_eq!(redis.cli(&["KEYS", "circuit:breaker:{jobs}:*"]), "");
+    let e = fails(cli(&["breaker", "scrub", "--redis", &url, "jobs"]));
+    assert!(e.contains("no breaker \"jobs\""), "{e}");
     // Not made, a bad name, no Redis.
     let e = fails(cli(&["breaker", "exec", "--redis", &url, "nobody", "--", "true"]));
     assert!(e.contains("no breaker \"nobody\""), "{e}");

@@ -17,7 +17,7 @@ use crate::cmd::breaker::{EXIT_REJECTED, EXIT_UNREACHABLE, ExitWith, parse_spec,
 
 /// Told under `circuit breaker --help`: the Redis forms are parsed here.
 pub const AFTER_HELP: &str = "Over Redis, for hosts that run no cluster: `circuit mkbreaker --redis URL NAME`, \
-    `circuit breaker exec|reset|open|close --redis URL NAME …`, `circuit breaker show --redis URL NAME` \
+    `circuit breaker exec|reset|open|close|scrub --redis URL NAME …`, `circuit breaker show --redis URL NAME` \
     (see `circuit breaker show --help`).";
 
 /// The `circuit` command line when it names `--redis`.
@@ -62,6 +62,8 @@ enum Verb {
     Close(KeyArgs),
     /// Print the breaker's spec and its keys' state, generation and counts as JSON
     Show(ShowArgs),
+    /// Delete the breaker from Redis: its spec and every key's state and permits
+    Scrub(Target),
 }
 
 /// `--redis URL NAME`.
@@ -185,6 +187,13 @@ impl Top {
             Top::Breaker(Verb::Open(a)) => a.change("open").await,
             Top::Breaker(Verb::Close(a)) => a.change("close").await,
             Top::Breaker(Verb::Show(a)) => a.show().await,
+            Top::Breaker(Verb::Scrub(t)) => {
+                let b = t.breaker()?;
+                // Refuse a name that holds nothing, as `scrub PATH` does.
+                b.spec().await.with_context(|| format!("breaker scrub {}", t.name))?;
+                b.scrub().await.with_context(|| format!("breaker scrub {}", t.name))?;
+                Ok(())
+            }
         }
     }
 }
