@@ -254,13 +254,19 @@ elseif op == 'show' then
     return {'none', 0, 0, 0, transitions}
   end
   expire(c)
-  roll_window(c, now)
   save(c)
   local open_remaining = -1
   if c.state == 'open' then
     open_remaining = c.open_until - now
   end
-  return {'snapshot', c.state, c.gen, open_remaining, transitions,
-    {c.req, c.succ, c.fail, c.excl, c.csucc, c.cfail, redis.call('ZCARD', KEYS[5]), redis.call('ZCARD', KEYS[4])}}
+  -- An ended window shows no counts; it is rolled (a new window started)
+  -- by the next allow or record, as the core does.
+  local n = {c.req, c.succ, c.fail, c.excl, c.csucc, c.cfail}
+  if c.state == 'closed' and c.window_end > 0 and now >= c.window_end then
+    n = {0, 0, 0, 0, 0, 0}
+  end
+  n[7] = redis.call('ZCARD', KEYS[5])
+  n[8] = redis.call('ZCARD', KEYS[4])
+  return {'snapshot', c.state, c.gen, open_remaining, transitions, n}
 end
 return redis.error_reply('unknown breaker op ' .. tostring(op))
