@@ -120,7 +120,7 @@ fn main() {
     let o = srv.cli_in("mkbreaker", &[&path], br#"{"FailureThreshold": 5}"#);
     assert!(o.status.success());
 
-    for (conns, tasks, keys) in [(1, 1, 1), (4, 16, 64), (8, 32, 1)] {
+    for (conns, tasks, keys) in [(1, 1, 1), (4, 16, 64), (8, 32, 1), (16, 64, 64)] {
         let rate = library(&srv, &path, conns, tasks, keys);
         println!("allow+record pairs/s, library, {conns} connection(s) × {tasks} caller(s), {keys} key(s): {rate:.0}");
     }
