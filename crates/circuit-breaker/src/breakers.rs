@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Counts, KeySnapshot, Outcome, Permit, Recorded, Rejection, Spec, State, Step, Transition};
+use crate::{
+    Counts, KeySnapshot, MAX_PERMIT_TTL, MAX_SECONDS, Outcome, Permit, Recorded, Rejection, Spec, State, Step,
+    Transition,
+};
 
 /// Bounds on what hostile or runaway callers can make a [`Breakers`] hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +56,7 @@ impl Circuit {
             generation: 0,
             counts: Counts::default(),
             open_until: Duration::ZERO,
-            window_end: spec.window().map(|w| now + w),
+            window_end: spec.window().map(|w| now.saturating_add(w)),
             probes: BTreeSet::new(),
             permits: 0,
         }
@@ -70,7 +73,7 @@ impl Circuit {
             && now >= end
         {
             self.counts = Counts::default();
-            self.window_end = spec.window().map(|w| now + w);
+            self.window_end = spec.window().map(|w| now.saturating_add(w));
         }
     }
 }
@@ -167,16 +170,16 @@ fn transit(
         due.remove(&(c.open_until, Due::Open(key.clone())));
     }
     c.state = to;
-    c.generation += 1;
+    c.generation = c.generation.wrapping_add(1);
     c.counts = Counts::default();
     c.probes.clear();
     c.window_end = None;
     match to {
         State::Open => {
-            c.open_until = now + spec.open_timeout();
+            c.open_until = now.saturating_add(spec.open_timeout());
             due.insert((c.open_until, Due::Open(key.clone())));
         }
-        State::Closed => c.window_end = spec.window().map(|w| now + w),
+        State::Closed => c.window_end = spec.window().map(|w| now.saturating_add(w)),
         State::HalfOpen => {}
     }
     out.push(Transition {
@@ -217,19 +220,19 @@ fn count(
     let k = &mut c.counts;
     match outcome {
         Outcome::Excluded => {
-            k.excluded += 1;
+            k.excluded = k.excluded.saturating_add(1);
             return;
         }
         Outcome::Success => {
-            k.requests += 1;
-            k.successes += 1;
-            k.consecutive_successes += 1;
+            k.requests = k.requests.saturating_add(1);
+            k.successes = k.successes.saturating_add(1);
+            k.consecutive_successes = k.consecutive_successes.saturating_add(1);
             k.consecutive_failures = 0;
         }
         Outcome::Failure => {
-            k.requests += 1;
-            k.failures += 1;
-            k.consecutive_failures += 1;
+            k.requests = k.requests.saturating_add(1);
+            k.failures = k.failures.saturating_add(1);
+            k.consecutive_failures = k.consecutive_failures.saturating_add(1);
             k.consecutive_successes = 0;
         }
     }
@@ -311,7 +314,7 @@ impl Breakers {
             return true;
         }
         if let Some(at) = self.fruitless_sweep
-            && now < at + Duration::from_secs(1)
+            && now < at.saturating_add(Duration::from_secs(1))
         {
             return false;
         }
@@ -390,9 +393,9 @@ impl Breakers {
             });
         }
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
         let lease = self.spec.permit_ttl();
-        let deadline = now + lease;
+        let deadline = now.saturating_add(lease);
         if probe {
             c.probes.insert((deadline, id));
         }
@@ -620,7 +623,10 @@ impl Breakers {
     /// dropped; probe slots are rebuilt from the permits.
     pub fn restore(spec: Spec, limits: Limits, p: Persisted, now: Duration, downtime: Duration) -> Breakers {
         let mut b = Breakers::new(spec, limits);
-        let left = |d: Duration| now + d.saturating_sub(downtime);
+        // Remaining times are capped at what a valid spec allows, so a
+        // damaged file cannot push a deadline past the end of time.
+        let left =
+            |d: Duration, cap: f64| now.saturating_add(d.min(Duration::from_secs_f64(cap)).saturating_sub(downtime));
         for k in p.keys {
             if b.keys.len() >= limits.max_keys || k.key.len() > limits.max_key_len {
                 continue;
@@ -631,12 +637,12 @@ impl Breakers {
             c.generation = k.generation;
             c.counts = k.counts;
             c.window_end = if k.state == State::Closed {
-                k.window_remaining.map(left)
+                k.window_remaining.map(|d| left(d, MAX_SECONDS))
             } else {
                 None
             };
             if k.state == State::Open {
-                c.open_until = left(k.open_remaining.unwrap_or_default());
+                c.open_until = left(k.open_remaining.unwrap_or_default(), MAX_SECONDS);
                 b.due.insert((c.open_until, Due::Open(key.clone())));
             }
             if let Some(old) = b.keys.insert(key.clone(), c)
@@ -657,7 +663,7 @@ impl Breakers {
             let key = key.clone();
             let c_gen = c.generation;
             let c_state = c.state;
-            let deadline = left(pp.lease_remaining);
+            let deadline = left(pp.lease_remaining, MAX_PERMIT_TTL);
             let c = b.keys.get_mut(&key).expect("present");
             let probe = pp.probe && pp.generation == c_gen && c_state == State::HalfOpen;
             if probe {

@@ -25,6 +25,8 @@ mod error;
 mod events;
 mod pipelined;
 mod proc;
+#[cfg(feature = "redis")]
+mod redis_breaker;
 mod subscription;
 mod watch;
 
@@ -53,5 +55,7 @@ pub use error::Error;
 pub use events::EventStream;
 pub use pipelined::{ChanReceiver, ChanSender, FlushError, RECV_CREDIT, SEND_WINDOW};
 pub use proc::{Proc, ProcOutput, ProcStdin};
+#[cfg(feature = "redis")]
+pub use redis_breaker::{DEFAULT_IDLE_TTL, MAX_SHOW_KEYS, REDIS_MAX_KEY_LEN, RedisBreaker, check_redis_name};
 pub use subscription::Subscription;
 pub use watch::Watch;

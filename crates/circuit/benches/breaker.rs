@@ -36,6 +36,30 @@ fn exec(srv: &Server, path: &str, key: &str, cmd: &[&str]) -> std::process::Chil
         .unwrap()
 }
 
+/// `circuit start` with its stderr (one line per op) in `log`.
+fn start_logging_to(log: &std::path::Path) -> Server {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_circuit"))
+        .args(["start", "-a", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().to_string();
+    let id = format!("/{}", url.rsplit('/').next().unwrap());
+    Server {
+        child,
+        url,
+        id,
+        log: Default::default(),
+    }
+}
+
 /// Pairs per second through the library: `conns` connections, `tasks`
 /// callers on each, `keys` keys, for `secs()`.
 fn library(srv: &Server, path: &str, conns: usize, tasks: usize, keys: usize) -> f64 {
@@ -88,12 +112,15 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let srv = Server::start(&["--log-format", "json"]);
+    // The server logs every op, as always, to a file (as under systemd or
+    // a log file), not to a pipe a test thread drains line by line.
+    let dir = common::TempDir::new("bench-breaker");
+    let srv = start_logging_to(&dir.0.join("server.log"));
     let path = format!("{}/b", srv.id);
     let o = srv.cli_in("mkbreaker", &[&path], br#"{"FailureThreshold": 5}"#);
     assert!(o.status.success());
 
-    for (conns, tasks, keys) in [(1, 1, 1), (4, 16, 64), (8, 32, 1)] {
+    for (conns, tasks, keys) in [(1, 1, 1), (4, 16, 64), (8, 32, 1), (16, 64, 64)] {
         let rate = library(&srv, &path, conns, tasks, keys);
         println!("allow+record pairs/s, library, {conns} connection(s) × {tasks} caller(s), {keys} key(s): {rate:.0}");
     }

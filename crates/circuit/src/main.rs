@@ -23,7 +23,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(args::go_style(std::env::args_os().collect())) {
+    let argv = args::go_style(std::env::args_os().collect());
+    // `mkbreaker --redis`, `breaker … --redis`: no cluster to dial.
+    if let Some(code) = cmd::breaker_redis::intercept(&argv) {
+        return code;
+    }
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         // A malformed value (a path, a capacity) is reported like a refused
         // request: one line, exit status 1. Other usage errors exit with 2.

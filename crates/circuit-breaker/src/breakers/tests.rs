@@ -508,3 +508,42 @@ fn the_persistent_form_keeps_open_open_across_a_restart() {
     assert_eq!(e.transitions.len(), 1);
     assert_eq!(e.transitions[0].key, "open");
 }
+
+#[test]
+fn a_damaged_persistent_form_cannot_overflow_anything() {
+    let huge = Persisted {
+        next_id: u64::MAX,
+        keys: vec![PersistedKey {
+            key: "k".into(),
+            state: State::HalfOpen,
+            generation: u64::MAX,
+            counts: Counts {
+                requests: u64::MAX,
+                successes: u64::MAX,
+                failures: u64::MAX,
+                excluded: u64::MAX,
+                consecutive_successes: u64::MAX,
+                consecutive_failures: u64::MAX,
+            },
+            open_remaining: Some(Duration::MAX),
+            window_remaining: Some(Duration::MAX),
+        }],
+        permits: vec![PersistedPermit {
+            id: u64::MAX,
+            key: "k".into(),
+            generation: u64::MAX,
+            probe: true,
+            lease_remaining: Duration::MAX,
+        }],
+    };
+    let mut b = Breakers::restore(spec(1, 1, 1000), Limits::default(), huge, secs(5), Duration::ZERO);
+    assert!(b.next_deadline().unwrap() <= secs(5) + Duration::from_secs_f64(MAX_PERMIT_TTL));
+    assert_eq!(b.record(u64::MAX, Outcome::Failure, secs(6)).value, Recorded::Counted);
+    let s = state(&b, "k", secs(6));
+    assert_eq!((s.state, s.generation), (State::Open, 0), "the generation wraps");
+    let p = b.allow("other", secs(6)).value.unwrap();
+    assert_eq!(p.id, u64::MAX);
+    let p = b.allow("other", secs(6)).value.unwrap();
+    assert_eq!(p.id, 1, "ids wrap past zero");
+    assert_eq!(b.expire(Duration::MAX).value, 2);
+}

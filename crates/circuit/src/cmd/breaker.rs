@@ -81,7 +81,7 @@ pub enum Cmd {
         Example:\n  echo '{\"FailureThreshold\": 3, \"OpenTimeout\": 30}' | circuit mkbreaker /X88550014d4c82e4d/payments")]
     Mkbreaker(Mkbreaker),
     /// Run a command under a breaker, or reset, open or close one of its keys
-    #[command(subcommand)]
+    #[command(subcommand, after_help = crate::cmd::breaker_redis::AFTER_HELP)]
     Breaker(BreakerCmd),
 }
 
@@ -190,11 +190,11 @@ impl KeyArgs {
     }
 }
 
-fn say(msg: std::fmt::Arguments<'_>) {
+pub fn say(msg: std::fmt::Arguments<'_>) {
     eprintln!("circuit: {msg}");
 }
 
-fn rejection_text(r: &Rejection) -> String {
+pub fn rejection_text(r: &Rejection) -> String {
     match r {
         Rejection::Open { retry_after } => format!("is open: retry after {:.3} s", retry_after.as_secs_f64()),
         Rejection::HalfOpenFull { retry_after } => format!(
@@ -290,7 +290,7 @@ impl Exec {
 
 /// Runs the command with this process's stdio, passing SIGINT and SIGTERM
 /// on; its exit status (128+N for signal N) and the outcome to record.
-async fn run_command(cmd: &[String]) -> (i32, Outcome) {
+pub async fn run_command(cmd: &[String]) -> (i32, Outcome) {
     use std::os::unix::process::ExitStatusExt;
     use tokio::signal::unix::{SignalKind, signal};
     let mut child = match tokio::process::Command::new(&cmd[0]).args(&cmd[1..]).spawn() {

@@ -4,6 +4,7 @@
 
 pub mod anchor;
 pub mod breaker;
+pub mod breaker_redis;
 pub mod chan;
 pub mod config;
 pub mod dns;

@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod netns;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
