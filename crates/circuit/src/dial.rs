@@ -26,6 +26,10 @@ pub struct DialArgs {
     /// File holding the cluster key (as written by `circuit keygen`)
     #[arg(long, value_name = "FILE", env = "CIRCUIT_HMAC", global = true)]
     pub hmac: Option<PathBuf>,
+    /// The dial flags given on the command line (not from the
+    /// environment), as spelled in errors: a Redis breaker command refuses them.
+    #[arg(skip)]
+    pub given: Vec<&'static str>,
 }
 
 /// Reads the key file, if one is given.

@@ -22,13 +22,33 @@ struct Cli {
     cmd: cmd::Cmd,
 }
 
+/// Parses the command line, noting which dial flags it names itself (a
+/// Redis breaker command refuses them; the environment's are ignored).
+fn parse(argv: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+    let m = Cli::command().try_get_matches_from(argv)?;
+    let mut cli = Cli::from_arg_matches(&m)?;
+    // Global flags are propagated to every level of the matches.
+    let mut level = Some(&m);
+    while let Some(at) = level {
+        for (id, flag) in [
+            ("dial", "-d/--dial"),
+            ("discover", "--discover"),
+            ("iface", "--if"),
+            ("hmac", "--hmac"),
+        ] {
+            if at.value_source(id) == Some(ValueSource::CommandLine) && !cli.dial.given.contains(&flag) {
+                cli.dial.given.push(flag);
+            }
+        }
+        level = at.subcommand().map(|(_, sub)| sub);
+    }
+    Ok(cli)
+}
+
 fn main() -> ExitCode {
     let argv = args::go_style(std::env::args_os().collect());
-    // `mkbreaker --redis`, `breaker … --redis`: no cluster to dial.
-    if let Some(code) = cmd::breaker_redis::intercept(&argv) {
-        return code;
-    }
-    let cli = match Cli::try_parse_from(argv) {
+    let cli = match parse(argv) {
         Ok(cli) => cli,
         // A malformed value (a path, a capacity) is reported like a refused
         // request: one line, exit status 1. Other usage errors exit with 2.
@@ -72,7 +92,7 @@ mod tests {
             .chain(args.iter().copied())
             .map(Into::into)
             .collect();
-        Cli::try_parse_from(args::go_style(argv))
+        super::parse(args::go_style(argv))
     }
 
     #[test]
@@ -108,6 +128,62 @@ mod tests {
         }
         let cli = parse(&["start", "-a", ":0"]).unwrap();
         assert!(matches!(cli.cmd, cmd::Cmd::Start(ref a) if !a.docker));
+    }
+
+    #[test]
+    fn breaker_commands_take_redis_in_the_one_tree() {
+        use cmd::breaker::{BreakerCmd, Cmd as B};
+        let breaker = |args: &[&str]| match parse(args).unwrap().cmd {
+            cmd::Cmd::Client(cmd::ClientCmd::Breaker(b)) => b,
+            other => panic!("{other:?}"),
+        };
+        let B::Breaker(BreakerCmd::Exec(e)) = breaker(&[
+            "breaker",
+            "exec",
+            "--redis=redis://h:1",
+            "b",
+            "-k",
+            "t",
+            "--",
+            "true",
+            "x",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                e.target.redis.as_deref(),
+                e.target.target.as_str(),
+                e.key.as_str(),
+                e.cmd.len()
+            ),
+            (Some("redis://h:1"), "b", "t", 2)
+        );
+        // `--redis` after `--` belongs to CMD.
+        let B::Breaker(BreakerCmd::Exec(e)) = breaker(&["breaker", "exec", "/X1/b", "--", "prog", "--redis", "x"])
+        else {
+            panic!()
+        };
+        assert_eq!((e.target.redis, e.cmd.len()), (None, 3));
+        // Dial flags given on the command line are noted; not otherwise.
+        let cli = parse(&[
+            "breaker",
+            "reset",
+            "--redis",
+            "redis://h:1",
+            "b",
+            "-d",
+            "U",
+            "-hmac",
+            "k",
+        ])
+        .unwrap();
+        assert_eq!(cli.dial.given, ["-d/--dial", "--hmac"]);
+        assert!(parse(&["mkbreaker", "/X1/b"]).unwrap().dial.given.is_empty());
+        // `show` and `scrub` exist only over Redis; their NAME is checked by the parser.
+        assert!(parse(&["breaker", "show", "b"]).is_err());
+        let e = parse(&["breaker", "scrub", "--redis", "redis://h:1", "a b"]).unwrap_err();
+        assert!(values::refused(&e).unwrap().0.starts_with("bad breaker name \"a b\""));
     }
 
     #[test]

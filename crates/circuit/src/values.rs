@@ -32,6 +32,16 @@ pub fn path(arg: &str) -> Result<Path, BadValue> {
         .map_err(|e| BadValue(format!("bad path {:?}: {e}", circuit_proto::path::shown(arg))))
 }
 
+/// The name of a breaker kept in Redis (`--redis URL NAME`), checked as
+/// the Redis store checks it.
+pub fn redis_name(arg: &str) -> Result<String, BadValue> {
+    match circuit_client::check_redis_name(arg) {
+        Ok(()) => Ok(arg.to_string()),
+        Err(circuit_client::Error::Remote(w)) => Err(BadValue(w.message)),
+        Err(e) => Err(BadValue(e.to_string())),
+    }
+}
+
 /// The argument of `ls`: a path, and whether a trailing `/...` asks for every
 /// descendant.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -832,3 +832,83 @@ fn a_storm_of_clients_leaves_one_chain_of_transitions_per_key() {
         }
     });
 }
+
+#[test]
+fn completions_offer_redis_for_the_breaker_commands() {
+    let script = common::ok(common::run_cli(&["completions", "bash"], b"", &[]));
+    // clap_complete names each subcommand's case `circuit__subcmd__A__subcmd__B)`,
+    // followed by the line listing its options.
+    let opts = |case: &str| -> String {
+        let mut lines = script.lines();
+        lines
+            .find(|l| l.trim() == format!("{case})"))
+            .unwrap_or_else(|| panic!("no case {case} in the bash script"));
+        lines.next().unwrap_or_default().to_string()
+    };
+    for case in [
+        "circuit__subcmd__breaker__subcmd__exec",
+        "circuit__subcmd__breaker__subcmd__reset",
+        "circuit__subcmd__breaker__subcmd__show",
+        "circuit__subcmd__mkbreaker",
+    ] {
+        let line = opts(case);
+        assert!(line.contains("opts=") && line.contains("--redis"), "{case}: {line}");
+    }
+    // Other commands do not take it.
+    assert!(!opts("circuit__subcmd__peek").contains("--redis"));
+    let help = common::ok(common::run_cli(&["breaker", "exec", "--help"], b"", &[]));
+    assert!(
+        help.contains("--redis <URL>") && help.contains("circuit breaker exec --redis"),
+        "{help}"
+    );
+}
+
+#[test]
+fn a_bad_redis_url_or_name_is_a_one_line_error_and_nothing_runs() {
+    use common::{fails, run_cli};
+    let tmp = common::TempDir::new("redis-bad");
+    let marker = tmp.0.join("ran");
+    let touch = marker.to_str().unwrap();
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    for (args, want) in [
+        (
+            vec!["breaker", "exec", "--redis", "http://h:1", "jobs", "--", "touch", touch],
+            "bad Redis URL",
+        ),
+        (
+            vec!["breaker", "exec", "--redis", &url, "a{b}", "--", "touch", touch],
+            "bad breaker name \"a{b}\"",
+        ),
+        (vec!["mkbreaker", "--redis", "nonsense", "jobs"], "bad Redis URL"),
+        (
+            vec!["breaker", "reset", "--redis", &url, "bad name"],
+            "bad breaker name",
+        ),
+        (vec!["breaker", "scrub", "--redis", &url, ""], "bad breaker name"),
+        // The dial flags are for a cluster.
+        (
+            vec![
+                "-d",
+                "circuit://127.0.0.1:1/1/X0000000000000001",
+                "breaker",
+                "exec",
+                "--redis",
+                &url,
+                "jobs",
+                "--",
+                "touch",
+                touch,
+            ],
+            "-d/--dial dials a cluster: it cannot be used with --redis",
+        ),
+        // Without --redis, TARGET is a path.
+        (
+            vec!["breaker", "exec", "jobs", "--", "touch", touch],
+            "bad path \"jobs\"",
+        ),
+    ] {
+        let e = fails(run_cli(&args, b"{}", &[]));
+        assert!(e.starts_with("circuit: ") && e.contains(want), "{args:?}: {e}");
+    }
+    assert!(!marker.exists(), "CMD ran");
+}

@@ -61,10 +61,11 @@ pub fn spec_from_fields(fields: serde_json::Map<String, serde_json::Value>) -> R
     Ok(spec)
 }
 
-/// The breaker commands.
+/// The breaker commands, on a breaker element of the cluster (TARGET a
+/// PATH) or, with `--redis URL`, on a breaker kept in Redis (TARGET a NAME).
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Make a circuit breaker at PATH; its spec is JSON on stdin, like {"FailureThreshold": 5, "OpenTimeout": 60}
+    /// Make a circuit breaker at PATH (or, with --redis URL, NAME in Redis); its spec is JSON on stdin, like {"FailureThreshold": 5, "OpenTimeout": 60}
     #[command(long_about = "Make a circuit breaker element at PATH. It holds one breaker per key \
         (a tenant, a dependency), each created closed on first use, shared by every client of the cluster. \
         Its spec is JSON on stdin (field names case-insensitive; `{}` takes every default):\n\n\
@@ -78,114 +79,204 @@ pub enum Cmd {
         \x20 PermitTtl          seconds a permit stays valid; an unrecorded probe then counts as a failure (default 30)\n\n\
         A bad value is refused with the field, its value and what it takes. With `start --var DIR` the \
         state survives a restart of the server. `circuit peek PATH` shows each key's state.\n\n\
-        Example:\n  echo '{\"FailureThreshold\": 3, \"OpenTimeout\": 30}' | circuit mkbreaker /X88550014d4c82e4d/payments")]
-    Mkbreaker(Mkbreaker),
-    /// Run a command under a breaker, or reset, open or close one of its keys
-    #[command(subcommand, after_help = crate::cmd::breaker_redis::AFTER_HELP)]
+        With --redis URL, for hosts that run no cluster: the breaker NAME is stored in the Redis server \
+        at URL instead (no cluster is dialed). Made again, it takes the new spec from its next call; \
+        its keys keep their state. `circuit breaker show --redis URL NAME` shows its keys.\n\n\
+        Examples:\n  echo '{\"FailureThreshold\": 3, \"OpenTimeout\": 30}' | circuit mkbreaker /X88550014d4c82e4d/payments\n  \
+        echo '{\"FailureThreshold\": 3, \"OpenTimeout\": 30}' | circuit mkbreaker --redis redis://127.0.0.1:6379 payments")]
+    Mkbreaker(Target),
+    /// Run a command under a breaker, reset, open or close one of its keys; over Redis also show or scrub it
+    #[command(subcommand)]
     Breaker(BreakerCmd),
 }
 
-/// `breaker exec|reset|open|close`.
+/// `breaker exec|reset|open|close|show|scrub`.
 #[derive(Subcommand, Debug)]
 pub enum BreakerCmd {
-    /// Run CMD on this host under the breaker at PATH: exit 0 counts as a success, any other exit as a failure
+    /// Run CMD on this host under the breaker at PATH (or NAME in Redis): exit 0 counts as a success, any other exit as a failure
     #[command(long_about = "Run CMD ARGS… on this host under the breaker at PATH, for key K \
         (default \"default\"). The breaker is asked first; if it admits the call, CMD runs (stdin, stdout, \
         stderr are this command's), and its result is recorded: exit status 0 is a success, any other status \
         or a signal a failure. `breaker exec` then exits with CMD's status (128+N for signal N).\n\n\
+        With --redis URL, the breaker is NAME kept in the Redis server at URL (made by `mkbreaker --redis`), \
+        for hosts that run no cluster: no cluster is dialed, and \"server\" below means Redis.\n\n\
         Exit statuses of its own:\n\
         \x20 75   rejected by the breaker (open, or half-open with every probe slot taken): nothing ran; \
         stderr says why and when to retry\n\
         \x20 69   the breaker's server could not be reached and the policy is --fail-closed (the default): nothing ran\n\
         \x20 127  CMD could not be started (recorded as excluded, not as a failure)\n\
-        \x20 1    any other error (no breaker at PATH, a bad key)\n\n\
+        \x20 1    any other error (no breaker at PATH or NAME, a bad key, path, name or URL)\n\n\
         With --fail-open, an unreachable server does not stop CMD: it runs, unrecorded, and stderr says so.\n\
         SIGINT and SIGTERM are passed on to CMD; a CMD ended that way is recorded as excluded.\n\n\
-        Example:\n  circuit breaker exec /X88550014d4c82e4d/payments --key tenant-42 -- curl -fsS https://api.example/charge")]
+        Examples:\n  circuit breaker exec /X88550014d4c82e4d/payments --key tenant-42 -- curl -fsS https://api.example/charge\n  \
+        circuit breaker exec --redis redis://127.0.0.1:6379 payments --key tenant-42 -- curl -fsS https://api.example/charge")]
     Exec(Exec),
-    /// Close a key of the breaker at PATH with cleared counts and a new generation
+    /// Close a key of the breaker at PATH (or NAME in Redis) with cleared counts and a new generation
     Reset(KeyArgs),
-    /// Open a key of the breaker at PATH now, for its OpenTimeout
+    /// Open a key of the breaker at PATH (or NAME in Redis) now, for its OpenTimeout
     Open(KeyArgs),
-    /// Close a key of the breaker at PATH if it is open or half-open
+    /// Close a key of the breaker at PATH (or NAME in Redis) if it is open or half-open
     Close(KeyArgs),
+    /// Print the spec and keys' state, generation and counts of the breaker NAME in Redis, as JSON (a breaker element: `circuit peek PATH`)
+    Show(ShowArgs),
+    /// Delete the breaker NAME from Redis: its spec and every key's state and permits (a breaker element: `circuit scrub PATH`)
+    Scrub(RedisTarget),
 }
 
-/// `mkbreaker PATH` with the spec on stdin.
+/// `[--redis URL] PATH|NAME`: a breaker element, or a breaker in Redis.
 #[derive(clap::Args, Debug)]
-pub struct Mkbreaker {
-    /// Anchor path, /X…/name
-    #[arg(value_parser = values::path)]
-    path: Path,
+pub struct Target {
+    /// Keep the breaker in the Redis server at URL (redis://[:PASSWORD@]HOST:PORT[/DB] or unix:///PATH) instead of the cluster; TARGET is then a NAME, and no cluster is dialed (the dial flags are refused)
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Breaker element path (/X…/name); with --redis, the breaker's name (1 to 200 letters, digits, '.', '_', '-', '/')
+    #[arg(value_name = "TARGET")]
+    pub target: String,
 }
 
-/// `breaker reset|open|close PATH [--key K]`
+/// `--redis URL NAME`: the forms that exist only over Redis.
+#[derive(clap::Args, Debug)]
+pub struct RedisTarget {
+    /// The Redis server: redis://[:PASSWORD@]HOST:PORT[/DB] or unix:///PATH
+    #[arg(long, value_name = "URL", required = true)]
+    pub redis: String,
+    /// The breaker's name (1 to 200 letters, digits, '.', '_', '-', '/')
+    #[arg(value_name = "NAME", value_parser = values::redis_name)]
+    pub name: String,
+}
+
+/// Where a breaker command's breaker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A breaker element of the cluster.
+    Cluster(Path),
+    /// A breaker kept in Redis.
+    Redis { url: String, name: String },
+}
+
+impl Target {
+    /// Checks TARGET as a path, or as a breaker name with `--redis`: a bad
+    /// one is a one-line error, before anything is dialed.
+    pub fn place(&self) -> Result<Place> {
+        match &self.redis {
+            None => Ok(Place::Cluster(values::path(&self.target)?)),
+            Some(url) => Ok(Place::Redis {
+                url: url.clone(),
+                name: values::redis_name(&self.target)?,
+            }),
+        }
+    }
+}
+
+/// `breaker reset|open|close [--redis URL] TARGET [--key K]`
 #[derive(clap::Args, Debug)]
 pub struct KeyArgs {
-    /// Breaker element path
-    #[arg(value_parser = values::path)]
-    path: Path,
+    #[command(flatten)]
+    pub target: Target,
     /// The key (a tenant, a dependency)
     #[arg(long, short = 'k', default_value = "default")]
-    key: String,
+    pub key: String,
 }
 
-/// `breaker exec PATH [--key K] [--fail-open|--fail-closed] -- CMD ARGS…`
+/// `breaker show --redis URL NAME [--key K]`
+#[derive(clap::Args, Debug)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub target: RedisTarget,
+    /// Only this key
+    #[arg(long, short = 'k')]
+    pub key: Option<String>,
+}
+
+/// `breaker exec [--redis URL] TARGET [--key K] [--fail-open|--fail-closed] -- CMD ARGS…`
 #[derive(clap::Args, Debug)]
 pub struct Exec {
-    /// Breaker element path
-    #[arg(value_parser = values::path)]
-    path: Path,
+    #[command(flatten)]
+    pub target: Target,
     /// The key (a tenant, a dependency)
     #[arg(long, short = 'k', default_value = "default")]
-    key: String,
-    /// If the breaker's server cannot be reached, run CMD anyway (unrecorded)
+    pub key: String,
+    /// If the breaker's server (or Redis) cannot be reached, run CMD anyway (unrecorded)
     #[arg(long, conflicts_with = "fail_closed")]
-    fail_open: bool,
-    /// If the breaker's server cannot be reached, do not run CMD (exit 69; the default)
+    pub fail_open: bool,
+    /// If the breaker's server (or Redis) cannot be reached, do not run CMD (exit 69; the default)
     #[arg(long)]
-    fail_closed: bool,
-    /// Seconds to wait for the breaker's server before taking it as unreachable
+    pub fail_closed: bool,
+    /// Seconds to wait for the breaker's server (or Redis) before taking it as unreachable
     #[arg(long, default_value = "5", value_name = "SECONDS")]
-    timeout: f64,
+    pub timeout: f64,
     /// The command and its arguments
     #[arg(required = true, last = true, value_name = "CMD")]
-    cmd: Vec<String>,
+    pub cmd: Vec<String>,
 }
 
 impl Cmd {
-    /// Runs the command.
-    pub async fn run(self, client: &Client) -> Result<()> {
+    /// Where the command's breaker is (its TARGET checked).
+    fn place(&self) -> Result<Place> {
+        let t = match self {
+            Cmd::Mkbreaker(t) => t,
+            Cmd::Breaker(BreakerCmd::Exec(e)) => &e.target,
+            Cmd::Breaker(BreakerCmd::Reset(a) | BreakerCmd::Open(a) | BreakerCmd::Close(a)) => &a.target,
+            Cmd::Breaker(BreakerCmd::Show(ShowArgs { target: t, .. }) | BreakerCmd::Scrub(t)) => {
+                return Ok(Place::Redis {
+                    url: t.redis.clone(),
+                    name: t.name.clone(),
+                });
+            }
+        };
+        t.place()
+    }
+
+    /// Runs the command: over Redis without dialing, else on the cluster
+    /// as `dial` says (`breaker exec` answers an unreachable server by its
+    /// failure policy).
+    pub async fn run(self, dial: &DialArgs) -> Result<()> {
+        let path = match self.place()? {
+            Place::Redis { url, name } => {
+                if let Some(flag) = dial.given.first() {
+                    anyhow::bail!("{flag} dials a cluster: it cannot be used with --redis");
+                }
+                return crate::cmd::breaker_redis::run(self, &url, &name).await;
+            }
+            Place::Cluster(path) => path,
+        };
+        if let Cmd::Breaker(BreakerCmd::Exec(e)) = self {
+            return e.run(&path, dial.connect().await).await;
+        }
+        let client = dial.connect().await?;
         match self {
-            Cmd::Mkbreaker(a) => {
+            Cmd::Mkbreaker(_) => {
                 let input = crate::stdin::read_to_string()
                     .await
                     .context("reading the breaker spec from stdin")?;
                 let spec = parse_spec(&input)?;
                 client
-                    .anchor(a.path.clone())
+                    .anchor(path.clone())
                     .make_breaker(spec)
                     .await
-                    .map_err(|e| failed("mkbreaker", &a.path, e))?;
+                    .map_err(|e| failed("mkbreaker", &path, e))?;
                 Ok(())
             }
-            Cmd::Breaker(BreakerCmd::Exec(e)) => e.run(Ok(client.clone())).await,
-            Cmd::Breaker(BreakerCmd::Reset(a)) => a.change("reset", client).await,
-            Cmd::Breaker(BreakerCmd::Open(a)) => a.change("open", client).await,
-            Cmd::Breaker(BreakerCmd::Close(a)) => a.change("close", client).await,
+            Cmd::Breaker(BreakerCmd::Reset(a)) => a.change("reset", &path, &client).await,
+            Cmd::Breaker(BreakerCmd::Open(a)) => a.change("open", &path, &client).await,
+            Cmd::Breaker(BreakerCmd::Close(a)) => a.change("close", &path, &client).await,
+            // Exec is run above; show and scrub are Redis-only (place()).
+            Cmd::Breaker(BreakerCmd::Exec(_) | BreakerCmd::Show(_) | BreakerCmd::Scrub(_)) => {
+                unreachable!("handled above")
+            }
         }
     }
 }
 
 impl KeyArgs {
-    async fn change(self, verb: &str, client: &Client) -> Result<()> {
-        let b = client.anchor(self.path.clone()).breaker();
+    async fn change(self, verb: &str, path: &Path, client: &Client) -> Result<()> {
+        let b = client.anchor(path.clone()).breaker();
         let r = match verb {
             "reset" => b.reset(&self.key).await,
             "open" => b.open(&self.key).await,
             _ => b.close(&self.key).await,
         };
-        r.map_err(|e| failed(&format!("breaker {verb}"), &self.path, e))?;
+        r.map_err(|e| failed(&format!("breaker {verb}"), path, e))?;
         Ok(())
     }
 }
@@ -206,7 +297,8 @@ pub fn rejection_text(r: &Rejection) -> String {
 }
 
 impl Exec {
-    fn policy(&self) -> FailurePolicy {
+    /// The policy for an unreachable server (or Redis).
+    pub fn policy(&self) -> FailurePolicy {
         if self.fail_open {
             FailurePolicy::FailOpen
         } else {
@@ -214,25 +306,25 @@ impl Exec {
         }
     }
 
-    /// Dials (an unreachable server is answered by the policy), then runs.
-    pub async fn run_dialing(self, dial: &DialArgs) -> Result<()> {
-        let client = dial.connect().await;
-        self.run(client).await
-    }
-
-    async fn run(self, client: Result<Client>) -> Result<()> {
+    /// The `--timeout`, checked.
+    pub fn wait(&self) -> Result<Duration> {
         if !(self.timeout.is_finite() && self.timeout > 0.0 && self.timeout <= 3600.0) {
             anyhow::bail!("--timeout {}: give seconds above 0 and at most 3600", self.timeout);
         }
+        Ok(Duration::from_secs_f64(self.timeout))
+    }
+
+    async fn run(self, path: &Path, client: Result<Client>) -> Result<()> {
+        let timeout = self.wait()?;
         let policy = self.policy();
-        let (path, key) = (&self.path, &self.key);
+        let key = &self.key;
         let admission = match client {
             Ok(client) => {
                 let b: Breaker = client
                     .anchor(path.clone())
                     .breaker()
                     .with_policy(policy)
-                    .with_timeout(Duration::from_secs_f64(self.timeout));
+                    .with_timeout(timeout);
                 let a = b.allow(key).await.map_err(|e| failed("breaker exec", path, e))?;
                 Some((b, a))
             }

@@ -65,7 +65,7 @@ pub enum ClientCmd {
     /// mkwatch, incr, decr, numprocs, watch.
     #[command(flatten)]
     Watch(watch::Cmd),
-    /// mkbreaker, breaker exec|reset|open|close.
+    /// mkbreaker, breaker exec|reset|open|close|show|scrub (over the cluster or Redis).
     #[command(flatten)]
     Breaker(breaker::Cmd),
     /// reloadconfig.
@@ -97,10 +97,11 @@ impl Cmd {
                 }
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 rt.block_on(async {
-                    // `breaker exec` dials on its own: an unreachable server is
-                    // an answer for it (its failure policy), not an error.
-                    if let ClientCmd::Breaker(breaker::Cmd::Breaker(breaker::BreakerCmd::Exec(e))) = cmd {
-                        return e.run_dialing(&dial).await;
+                    // The breaker commands dial on their own: over Redis not at
+                    // all, and for `breaker exec` an unreachable server is an
+                    // answer (its failure policy), not an error.
+                    if let ClientCmd::Breaker(c) = cmd {
+                        return c.run(&dial).await;
                     }
                     let client = dial.connect().await?;
                     cmd.run(&client).await
@@ -121,7 +122,8 @@ impl ClientCmd {
             ClientCmd::Subscription(c) => c.run(client).await,
             ClientCmd::Dns(c) => c.run(client).await,
             ClientCmd::Watch(c) => c.run(client).await,
-            ClientCmd::Breaker(c) => c.run(client).await,
+            // Dialed by the breaker commands themselves (see `Cmd::run`).
+            ClientCmd::Breaker(_) => unreachable!("breaker commands are run by Cmd::run"),
             ClientCmd::Config(c) => c.run(client).await,
             ClientCmd::Top(c) => c.run(client).await,
             ClientCmd::Observe(c) => c.run(client).await,
