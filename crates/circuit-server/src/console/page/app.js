@@ -97,7 +97,7 @@ function soon(key, ms, f) {
 
 function inScope(path) {
   if (!S.scope) return true;
-  return path === S.scope || path.startsWith(S.scope + '/') || S.scope.startsWith(path + '/') && serverOf(path) === path.slice(1);
+  return path === S.scope || path.startsWith(S.scope + '/');
 }
 
 // ---- servers ----
@@ -147,7 +147,7 @@ function upsertServer(s) {
 function renderServerHead(srv) {
   const s = srv.info;
   const state = s.Error ? 'unreachable' : s.State || 'alive';
-  srv.head.replaceChildren(
+  srv.head.replaceChildren(...[
     h('a', { class: 'id', href: uiHref('/' + s.Id) }, s.Id),
     h('span', { class: 'badge ' + (s.Error ? 'down' : state) }, state),
     s.Id === S.self ? h('span', { class: 'badge' }, 'serving this page') : null,
@@ -155,7 +155,7 @@ function renderServerHead(srv) {
       [s.Url || s.Addr, s.Pid != null ? 'pid ' + s.Pid : null, 'up ' + dur(s.Uptime), 'CPU ' + pct(s.Cpu),
         'RSS ' + mib(s.Rss), s.Members != null ? s.Members + ' members' : null,
         s.Elements != null ? s.Elements + ' elements' : null, s.Error].filter(Boolean).join(' · ')),
-  );
+  ].filter(Boolean));
   srv.section.classList.toggle('gone', !!s.Error);
 }
 
@@ -258,7 +258,7 @@ function renderElement(el) {
     if (hist) node.append(procTable([{ Wid: '', Pid: st.Pid, Restarts: '', CpuPercent: null, RssBytes: null }], el.Path));
   } else if (kind === 'watch') {
     const spec = st.Spec || {};
-    const n = h('input', { type: 'number', min: 0, value: spec.NumProcesses, style: 'width:4em', 'aria-label': 'processes' });
+    const n = h('input', { type: 'number', min: 0, value: spec.NumProcesses, class: 'count', 'aria-label': 'processes' });
     head.append(h('span', { class: 'badge ' + st.State }, st.State),
       h('span', { class: 'summary' }, [
         (st.Processes || []).length + '/' + spec.NumProcesses + ' processes',
