@@ -621,6 +621,16 @@ async fn in_a_browser_the_page_follows_the_cluster_live() {
         "markup from a process ran"
     );
 
+    // The graphs draw from the stats the page receives (a line of the RSS
+    // green once two samples are in, whatever the antialiasing).
+    let drawn = format!(
+        "[...document.querySelectorAll('{web} canvas.rss')].some(c => {{ const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; for (let i = 0; i < d.length; i += 4) if (d[i + 1] - d[i] > 30) return true; return false; }})"
+    );
+    assert!(
+        until_true(&page, &drawn, Duration::from_secs(20)).await,
+        "no RSS graph was drawn"
+    );
+
     // The screenshot, as a test artifact.
     let shot = common::bin()
         .parent()
@@ -663,6 +673,14 @@ async fn in_a_browser_the_page_follows_the_cluster_live() {
         .await
         .expect("the element's URL");
     assert!(until_true(&page, &format!("document.querySelectorAll('{web} tr.proc').length === 3 && document.querySelectorAll('section.server').length === 1"), Duration::from_secs(20)).await);
+    // The serving server killed: the page says so rather than going stale.
+    let mut a = a;
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    assert!(
+        until_true(&page, "!document.querySelector('#banner').hidden && document.querySelector('#link').textContent === 'disconnected'", Duration::from_secs(15)).await,
+        "the page never showed that its server is gone"
+    );
     let mut chrome = chrome;
     let _ = tokio::time::timeout(Duration::from_secs(10), chrome.browser.close()).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), chrome.browser.wait()).await;
