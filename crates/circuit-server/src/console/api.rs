@@ -28,6 +28,9 @@ type AppState = State<Arc<App>>;
 /// How often the event stream carries the cluster's statistics.
 pub const STATS_EVERY: Duration = Duration::from_secs(2);
 
+/// Peeks one tree request keeps in flight at once (in listing order).
+const TREE_PEEKS: usize = 32;
+
 /// How long an output request reads a running process's output.
 const OUTPUT_WAIT: Duration = Duration::from_millis(400);
 
@@ -227,7 +230,9 @@ pub async fn tree(State(app): AppState, Query(q): Query<PathQuery>) -> Response 
             }
         }
     });
-    Json(Value::Array(futures::future::join_all(peeks).await)).into_response()
+    use futures::StreamExt;
+    let all: Vec<Value> = futures::stream::iter(peeks).buffered(TREE_PEEKS).collect().await;
+    Json(Value::Array(all)).into_response()
 }
 
 /// `GET /api/peek?path=`: one element's status.
