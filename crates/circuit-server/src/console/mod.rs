@@ -71,31 +71,82 @@ pub(crate) struct App {
     check_host: bool,
 }
 
-/// Serves the console on `listener` until the server shuts down.
+/// Serves the console on `listener` until the server shuts down. The
+/// router and the console's state are built at the first connection, so a
+/// console nobody opens costs its socket and one task waiting on it.
 pub fn spawn(state: Arc<ServerState>, listener: TcpListener, config: &ConsoleConfig) {
     let addr = listener.local_addr().unwrap_or(config.addr);
     let keyed = state.config.key.is_some();
-    let app = Arc::new(App {
-        link: link::Link::new(state.clone(), addr),
-        auth: auth::Auth::new(state.config.key.as_ref()),
-        specs: config.specs,
-        check_host: !keyed && !config.insecure,
-    });
     if keyed {
         info!(url = %format!("http://{addr}/"), "serving the web console; log in with the URL `circuit console-login` prints");
     } else {
         info!(url = %format!("http://{addr}/ui/"), "serving the web console");
         warn!(%addr, "the web console has no login (no -hmac key): whoever reaches {addr} controls the cluster");
     }
-    let router = router(app);
+    let (check_host, specs) = (!keyed && !config.insecure, config.specs);
     let shutdown = state.ctx.rt.shutdown.clone();
-    state.ctx.rt.tasks.spawn(async move {
-        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>());
+    let tasks = state.ctx.rt.tasks.clone();
+    tasks.spawn(async move {
+        let first = tokio::select! {
+            c = accept(&listener) => c,
+            _ = shutdown.cancelled() => return,
+        };
+        let app = Arc::new(App {
+            link: link::Link::new(state.clone(), addr),
+            auth: auth::Auth::new(state.config.key.as_ref()),
+            specs,
+            check_host,
+        });
+        let listener = Primed {
+            first: Some(first),
+            inner: listener,
+        };
+        use axum::serve::ListenerExt;
+        let serve = axum::serve(
+            listener.tap_io(|_| {}),
+            router(app).into_make_service_with_connect_info::<SocketAddr>(),
+        );
         tokio::select! {
             r = serve => if let Err(e) = r { warn!(error = %e, "the web console stopped") },
             _ = shutdown.cancelled() => {}
         }
     });
+}
+
+/// The next connection; a failed accept (out of descriptors) is logged
+/// and retried after a pause.
+async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(c) => return c,
+            Err(e) => {
+                warn!(error = %e, "web console: accept failed; pausing");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The console's listener, with the connection that woke it first.
+struct Primed {
+    first: Option<(tokio::net::TcpStream, SocketAddr)>,
+    inner: TcpListener,
+}
+
+impl axum::serve::Listener for Primed {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.first.take() {
+            Some(c) => c,
+            None => accept(&self.inner).await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
 }
 
 /// The page's files, embedded at build time.
