@@ -13,8 +13,10 @@
 //! with `--profile dev` against a release server).
 //!
 //! 3. Event → page: a watcher's process killed (SIGKILL, by pid) to the
-//!    `exited` and `spawned` events arriving at an SSE client (measured at
-//!    the client, not in a browser), `CONSOLE_ROUNDS` times (default 30).
+//!    `exited` and `spawned` events arriving at an SSE client,
+//!    `CONSOLE_ROUNDS` times (default 30); and, with Chromium installed, to
+//!    the new pid shown in the page of a headless browser (polled through
+//!    the DevTools protocol every 5 ms, which bounds its resolution).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -220,6 +222,89 @@ fn latency() {
     );
 }
 
+/// Kill -9 of the watcher's process to its replacement's pid in the page.
+async fn browser_latency(rounds: usize) {
+    use futures::StreamExt;
+    let Some(exe) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(std::path::Path::new)
+        .find(|p| p.is_file())
+    else {
+        println!("event → page in a browser: skipped (no chromium)");
+        return;
+    };
+    let a = start(&["--http", "127.0.0.1:0"]);
+    let addr = console_addr(&a);
+    let spec = r#"{"Path": "/bin/sleep", "Args": ["3600"], "NumProcesses": 1,
+      "Flapping": {"Attempts": 1000, "Window": 1, "RetryIn": 1, "MaxRetry": 1}}"#;
+    common::ok(a.cli_in("mkwatch", &[&format!("{}/w", a.id)], spec.as_bytes()));
+    let profile = common::TempDir::new("bench-chromium");
+    let config = chromiumoxide::BrowserConfig::builder()
+        .chrome_executable(exe)
+        .no_sandbox()
+        .arg("--disable-dev-shm-usage")
+        .arg("--disable-gpu")
+        .user_data_dir(&profile.0)
+        .build()
+        .unwrap();
+    let (mut browser, mut handler) = chromiumoxide::Browser::launch(config).await.unwrap();
+    tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let page = browser.new_page(format!("http://{addr}/ui/")).await.unwrap();
+    let row = format!(".element[data-path=\"{}/w\"] tr.proc td.pid", a.id);
+    let shown = format!("(document.querySelector('{row}') || {{}}).textContent || ''");
+    let pid_in_page = |page: &chromiumoxide::Page| {
+        let page = page.clone();
+        let js = shown.clone();
+        async move {
+            page.evaluate(js.as_str())
+                .await
+                .ok()
+                .and_then(|v| v.into_value::<String>().ok())
+                .and_then(|t| t.parse::<u32>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let mut pid = 0;
+        for _ in 0..200 {
+            pid = pid_in_page(&page).await;
+            if pid != 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if pid == 0 {
+            continue;
+        }
+        let t0 = Instant::now();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        while t0.elapsed() < Duration::from_secs(5) {
+            let now = pid_in_page(&page).await;
+            if now != 0 && now != pid {
+                times.push(t0.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), browser.close()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), browser.wait()).await;
+    if times.is_empty() {
+        println!("event → page in a browser: no respawn was seen");
+        return;
+    }
+    let n = times.len();
+    let max = times.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "event → page in headless Chromium (kill -9 → the new pid in the page), {n} rounds: median {:.1} ms, max {max:.1} ms",
+        median(&mut times)
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -229,4 +314,10 @@ fn main() {
     idle_cost();
     one_page(env("CONSOLE_PROCS", 100));
     latency();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(browser_latency(env("CONSOLE_ROUNDS", 30)));
 }
