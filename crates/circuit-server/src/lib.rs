@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod elements;
 pub mod events;
 pub mod membership;
@@ -50,6 +51,8 @@ pub struct Config {
     /// Enable docker elements (`start -docker`), through the engine at
     /// `DOCKER_HOST` (default `unix:///var/run/docker.sock`).
     pub docker: bool,
+    /// Serve the web console (`--http ADDR`); `None`: nothing listens.
+    pub console: Option<console::ConsoleConfig>,
 }
 
 /// How long a connection may carry no stream before the server closes it.
@@ -76,6 +79,8 @@ pub struct Server {
     state: Arc<State>,
     listener: TcpListener,
     var: VarDir,
+    /// The web console's listener, when asked for.
+    console: Option<TcpListener>,
 }
 
 /// Why a server could not start.
@@ -87,6 +92,8 @@ pub enum StartError {
     Var { path: String, err: String },
     #[error("discovery on {group}: {err}")]
     Discovery { group: SocketAddrV4, err: std::io::Error },
+    #[error("{0}")]
+    Console(String),
 }
 
 impl Server {
@@ -98,6 +105,14 @@ impl Server {
         let local = listener
             .local_addr()
             .map_err(|err| StartError::Bind { addr: config.addr, err })?;
+        let console = match &config.console {
+            Some(c) => Some(
+                console::bind(c, config.key.is_some())
+                    .await
+                    .map_err(StartError::Console)?,
+            ),
+            None => None,
+        };
         let id = ServerId::random();
         let host = if local.ip().is_unspecified() {
             net::advertised_ip()
@@ -182,7 +197,12 @@ impl Server {
         });
         // Last, so a server that cannot start says one line only.
         raise_fd_limit();
-        Ok(Server { state, listener, var })
+        Ok(Server {
+            state,
+            listener,
+            var,
+            console,
+        })
     }
 
     /// Makes again the breakers saved under `--var DIR` at the last stop
@@ -195,6 +215,11 @@ impl Server {
     /// This server's URL, to print on stdout.
     pub fn url(&self) -> &CircuitUrl {
         &self.state.ctx.url
+    }
+
+    /// Where the web console listens, if it does.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until stopped by a `stop` request, SIGTERM or SIGINT.
@@ -226,6 +251,9 @@ impl Server {
                     Err(e) => warn!(socket = %engine.socket(), error = %e, "docker elements are enabled, but the engine does not answer yet"),
                 }
             });
+        }
+        if let (Some(listener), Some(config)) = (self.console, &state.config.console) {
+            console::spawn(state.clone(), listener, config);
         }
         net::peers::forget_the_departed(state.clone());
         elements::server::events::announce_members(state.ctx.clone());

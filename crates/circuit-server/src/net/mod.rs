@@ -427,6 +427,33 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
     }
 }
 
+/// An in-process connection to this server, for the web console: its
+/// streams are served by the same [`handle`] as a client's (the same limits,
+/// log lines and routing, local or forwarded to the owner), so the console
+/// is one more client, never a second dispatch path. `peer` names it in the
+/// log. The connection ends when the returned control and its streams are
+/// gone, or at the server's shutdown.
+pub fn local_connection(state: &Arc<State>, peer: SocketAddr) -> conn::Control {
+    let (near, far) = tokio::io::duplex(256 * 1024);
+    let control = conn::client(Box::new(near));
+    let mut incoming = conn::server(Box::new(far));
+    let budget = Budget::for_server().for_connection();
+    let state = state.clone();
+    let shutdown = state.ctx.rt.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                s = incoming.next() => s,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(stream) = stream else { break };
+            let (state, budget) = (state.clone(), budget.clone());
+            tokio::spawn(handle(state, peer, stream, budget));
+        }
+    });
+    control
+}
+
 /// Why a request was not read.
 enum Unread {
     /// The stream ended before a request began: nothing to say.

@@ -68,6 +68,10 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Declaration>, Located> {
         let kind = kind_key.get_ref().as_ref();
         let at = Some(kind_key.span().start);
         let lower = kind.to_ascii_lowercase();
+        if lower == "console" {
+            // The web console's settings, read by `start` ([`console_table`]).
+            continue;
+        }
         if !["watch", "chan", "dns", "breaker"].contains(&lower.as_str()) {
             return Err((at, format!("unknown element kind {kind:?}; this server knows {KINDS}")));
         }
@@ -179,6 +183,50 @@ fn dns_spec(fields: toml::Table) -> std::result::Result<DnsSpec, String> {
     Ok(spec)
 }
 
+/// The `[console]` table of a config file: `Http = "HOST:PORT"`,
+/// `Insecure = true|false`.
+#[derive(Debug, Default, PartialEq)]
+pub struct ConsoleTable {
+    /// Where the web console listens.
+    pub http: Option<String>,
+    /// Allow a non-loopback address without a key.
+    pub insecure: bool,
+}
+
+/// Reads the `[console]` table of the config file at `file`, if it has one.
+pub fn console_table(file: &FsPath) -> std::result::Result<Option<ConsoleTable>, String> {
+    let show = file.display();
+    let text = std::fs::read_to_string(file).map_err(|e| format!("config file {show}: {e}"))?;
+    console_of(&text).map_err(|m| format!("config file {show}: {m}"))
+}
+
+fn console_of(text: &str) -> std::result::Result<Option<ConsoleTable>, String> {
+    let values: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| e.message().trim().to_string())?;
+    let Some((_, v)) = values.iter().find(|(k, _)| k.eq_ignore_ascii_case("console")) else {
+        return Ok(None);
+    };
+    let toml::Value::Table(t) = v else {
+        return Err("console must be a table: [console] with Http = \"HOST:PORT\"".into());
+    };
+    let mut out = ConsoleTable::default();
+    for (k, v) in t {
+        match (k.to_ascii_lowercase().as_str(), v) {
+            ("http", toml::Value::String(a)) => out.http = Some(a.clone()),
+            ("http", other) => {
+                return Err(format!(
+                    "[console] Http must be a string like \"127.0.0.1:8080\", not {other}"
+                ));
+            }
+            ("insecure", toml::Value::Boolean(b)) => out.insecure = *b,
+            ("insecure", other) => return Err(format!("[console] Insecure must be true or false, not {other}")),
+            _ => return Err(format!("unknown field {k:?} of [console]; known: Http, Insecure")),
+        }
+    }
+    Ok(Some(out))
+}
+
 /// The config file of `start --config FILE`: checked now (a bad file fails
 /// `start`), and read again by the server on every `reloadconfig`.
 pub fn file(path: &FsPath) -> Result<circuit_server::config::ConfigFile> {
@@ -237,6 +285,30 @@ mod tests {
             }
             None => msg,
         }
+    }
+
+    #[test]
+    fn the_console_table_is_read_apart_from_the_elements() {
+        let text = "[console]\nHttp = \"127.0.0.1:8080\"\n[chan.jobs]\nCap = 1\n";
+        assert_eq!(parse(text).unwrap().len(), 1);
+        assert_eq!(
+            console_of(text).unwrap(),
+            Some(ConsoleTable {
+                http: Some("127.0.0.1:8080".into()),
+                insecure: false
+            })
+        );
+        assert_eq!(console_of("[chan.a]\n").unwrap(), None);
+        assert!(
+            console_of("[console]\nHttp = 8080\n")
+                .unwrap_err()
+                .contains("must be a string")
+        );
+        assert!(
+            console_of("[console]\nPort = 1\n")
+                .unwrap_err()
+                .contains("unknown field")
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod breaker_redis;
 pub mod chan;
 pub mod config;
+pub mod console;
 pub mod dns;
 pub mod docker;
 pub mod keygen;
@@ -32,6 +33,8 @@ pub enum Cmd {
     Start(start::Args),
     /// Print a new random cluster key (use it with -hmac FILE)
     Keygen(keygen::Args),
+    /// Print a one-time login URL for the web console at ADDR (start --http), signed with the -hmac key
+    ConsoleLogin(console::Login),
     /// Print a shell completion script for SHELL (bash, zsh, fish, elvish, powershell) on stdout
     Completions(service::Completions),
     /// Write man pages for circuit and each of its commands into DIR; prints each file written
@@ -89,6 +92,7 @@ impl Cmd {
         match self {
             Cmd::Start(args) => args.run(&dial),
             Cmd::Keygen(args) => args.run(),
+            Cmd::ConsoleLogin(args) => args.run(&dial.hmac),
             Cmd::Completions(args) => args.run(),
             Cmd::Manpages(args) => args.run(),
             Cmd::Client(cmd) => {

@@ -54,6 +54,12 @@ pub struct Args {
     /// Enable docker elements (mkdkr), through the Docker engine's unix socket ($DOCKER_HOST, default unix:///var/run/docker.sock)
     #[arg(long = "docker")]
     pub docker: bool,
+    /// Serve the web console on HOST:PORT (also `[console] Http` in the --config file); with -hmac, log in with `circuit console-login`
+    #[arg(long = "http", value_name = "HOST:PORT")]
+    pub http: Option<String>,
+    /// Let the web console listen on a non-loopback address without a key (anyone who reaches it controls the cluster)
+    #[arg(long = "http-insecure")]
+    pub http_insecure: bool,
 }
 
 /// A duration: a number and a unit, `ms`, `s`, `m` or `h` (seconds if none).
@@ -126,6 +132,7 @@ fn config(args: &Args, net: &DialArgs) -> Result<Config> {
         idle_timeout: args.idle_timeout,
         max_conns_per_addr: args.max_conns_per_addr as usize,
         docker: args.docker,
+        console: crate::cmd::console::config(args.http.as_deref(), args.http_insecure, args.config.as_deref())?,
     })
 }
 
