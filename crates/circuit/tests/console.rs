@@ -235,6 +235,102 @@ fn the_console_serves_the_cluster_and_its_actions_through_the_servers_requests()
     assert!(a.log().contains("console action"), "{}", a.log());
 }
 
+/// The breaker's key `key` in the console's peek of `path`.
+fn console_key(addr: SocketAddr, path: &str, key: &str) -> Value {
+    let p = get(addr, &format!("/api/peek?path={path}"), &[]);
+    assert_eq!(p.status, 200, "{p:?}");
+    let p = p.json();
+    assert_eq!(p["Kind"], "breaker", "{p}");
+    p["Stat"]["States"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["Key"] == key).cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_console_resets_opens_and_closes_a_breakers_keys_as_the_cli_does() {
+    let (a, addr) = start_console(&[]);
+    let path = format!("{}/pay", a.id);
+    ok(a.cli_in("mkbreaker", &[&path], br#"{"FailureThreshold": 2, "OpenTimeout": 600}"#));
+    // Trip key t1 with two failed calls through the CLI.
+    for _ in 0..2 {
+        let o = a.cli("breaker", &["exec", &path, "--key", "t1", "--", "false"]);
+        assert!(!o.status.success());
+    }
+    let tripped = console_key(addr, &path, "t1");
+    assert_eq!(tripped["State"], "open", "{tripped}");
+    assert!(tripped["OpenRemaining"].as_f64().unwrap() > 500.0, "{tripped}");
+    let gen_open = tripped["Generation"].as_u64().unwrap();
+
+    let token = csrf(addr, &[]);
+    let h = [("X-Circuit-Csrf", token.as_str())];
+    let reset = json!({"Path": path, "Action": "reset", "Key": "t1"});
+    assert_eq!(post(addr, "/api/action", &[], &reset).status, 403);
+    assert_eq!(console_key(addr, &path, "t1")["State"], "open");
+    let r = post(addr, "/api/action", &h, &reset);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["Result"], json!({"Changed": true}));
+    let k = console_key(addr, &path, "t1");
+    assert_eq!(k["State"], "closed", "{k}");
+    assert!(k["Generation"].as_u64().unwrap() > gen_open, "{k}");
+    // The CLI sees the same: the key admits a call again.
+    ok(a.cli("breaker", &["exec", &path, "--key", "t1", "--", "true"]));
+
+    // open, then close, as `circuit breaker open|close PATH --key K`.
+    let o = post(
+        addr,
+        "/api/action",
+        &h,
+        &json!({"Path": path, "Action": "open", "Key": "t1"}),
+    );
+    assert_eq!(o.json()["Result"], json!({"Changed": true}), "{o:?}");
+    assert_eq!(console_key(addr, &path, "t1")["State"], "open");
+    let refused = a.cli("breaker", &["exec", &path, "--key", "t1", "--", "true"]);
+    assert!(!refused.status.success());
+    let c = post(
+        addr,
+        "/api/action",
+        &h,
+        &json!({"Path": path, "Action": "close", "Key": "t1"}),
+    );
+    assert_eq!(c.json()["Result"], json!({"Changed": true}), "{c:?}");
+    assert_eq!(console_key(addr, &path, "t1")["State"], "closed");
+    let again = post(
+        addr,
+        "/api/action",
+        &h,
+        &json!({"Path": path, "Action": "close", "Key": "t1"}),
+    );
+    assert_eq!(again.json()["Result"], json!({"Changed": false}), "{again:?}");
+
+    // Bad requests: one line each, nothing changed.
+    let one_line = |body: Value, status: u16, want: &str| {
+        let r = post(addr, "/api/action", &h, &body);
+        assert_eq!(r.status, status, "{body}: {r:?}");
+        let e = r.json()["Error"].as_str().unwrap().to_string();
+        assert!(e.contains(want) && !e.contains('\n'), "{body}: {e}");
+    };
+    one_line(
+        json!({"Path": path, "Action": "reset", "Key": "nobody"}),
+        404,
+        "no key \"nobody\"",
+    );
+    one_line(json!({"Path": path, "Action": "reset"}), 400, "needs the Key");
+    one_line(
+        json!({"Path": path, "Action": "trip", "Key": "t1"}),
+        400,
+        "unknown action \"trip\"",
+    );
+    one_line(
+        json!({"Path": format!("{}/nothing", a.id), "Action": "reset", "Key": "t1"}),
+        404,
+        "nothing",
+    );
+    assert!(console_key(addr, &path, "nobody").is_null());
+    assert!(a.log().contains("console action"), "{}", a.log());
+    assert!(a.log().contains("op=\"reset\""), "{}", a.log());
+}
+
 #[test]
 fn without_a_key_the_console_stays_on_loopback_unless_told_otherwise() {
     let err = fails(run_cli(

@@ -15,7 +15,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use circuit_proto::chunk::{self, Chunk};
 use circuit_proto::frame;
-use circuit_proto::{AnchorOp, ElementStat, Event, Op, Path, ProcOp, Reply, Request, ScaleOp, ServerOp, WatchOp};
+use circuit_proto::{
+    AnchorOp, BreakerOp, BreakerReply, ElementStat, Event, Op, Path, ProcOp, Reply, Request, ScaleOp, ServerOp, WatchOp,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -63,6 +65,7 @@ fn reply_json(r: Reply) -> Value {
         Reply::Done => json!("done"),
         Reply::Count(n) => json!(n),
         Reply::Stat(s) => s.map_or(Value::Null, |s| s.to_json()),
+        Reply::Breaker(BreakerReply::Changed(c)) => json!({ "Changed": c }),
         other => serde_json::to_value(other).unwrap_or(Value::Null),
     }
 }
@@ -400,6 +403,9 @@ pub struct ActionBody {
     n: Option<u32>,
     #[serde(default)]
     signal: Option<String>,
+    /// A breaker's key, for `reset`, `open` and `close`.
+    #[serde(default)]
+    key: Option<String>,
 }
 
 /// The request an action of the page asks, as the CLI would.
@@ -418,9 +424,21 @@ fn action_op(body: &ActionBody) -> Result<Op, String> {
             _ => return Err("signal needs a Signal, like TERM or 15".into()),
         },
         "scrub" => AnchorOp::Scrub.into(),
+        a @ ("reset" | "open" | "close") => {
+            let key = match body.key.as_deref() {
+                Some(k) if !k.is_empty() => k.to_string(),
+                _ => return Err(format!("{a} needs the Key of a breaker")),
+            };
+            match a {
+                "reset" => BreakerOp::Reset { key },
+                "open" => BreakerOp::Open { key },
+                _ => BreakerOp::Close { key },
+            }
+            .into()
+        }
         other => {
             return Err(format!(
-                "unknown action {other:?}; give incr, decr, numprocs, start, stop, restart, reload, signal or scrub"
+                "unknown action {other:?}; give incr, decr, numprocs, start, stop, restart, reload, signal, scrub, reset, open or close"
             ));
         }
     })
@@ -441,9 +459,18 @@ pub async fn action(
         Ok(op) => op,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    info!(%peer, action = body.action, %path, "console action");
+    info!(%peer, action = body.action, %path, key = body.key.as_deref(), "console action");
     let req = Request::new(path, op);
     match app.link.call(&req).await {
+        // A reset answers false only for a key the breaker does not hold.
+        Ok(Reply::Breaker(BreakerReply::Changed(false))) if body.action == "reset" => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "reset {}: no key {:?} in this breaker",
+                req.path,
+                body.key.as_deref().unwrap_or_default()
+            ),
+        ),
         Ok(r) => Json(json!({ "Result": reply_json(r) })).into_response(),
         Err(e) => failed(&req, &e),
     }
@@ -490,6 +517,7 @@ mod tests {
             action: action.into(),
             n,
             signal: signal.map(Into::into),
+            key: None,
         }
     }
 
@@ -517,6 +545,14 @@ mod tests {
         );
         assert_eq!(action_op(&body("scrub", None, None)).unwrap(), AnchorOp::Scrub.into());
         assert!(action_op(&body("signal", None, None)).is_err());
+        let mut b = body("reset", None, None);
+        assert!(action_op(&b).unwrap_err().contains("needs the Key"));
+        b.key = Some("t1".into());
+        assert_eq!(action_op(&b).unwrap(), BreakerOp::Reset { key: "t1".into() }.into());
+        b.action = "open".into();
+        assert_eq!(action_op(&b).unwrap(), BreakerOp::Open { key: "t1".into() }.into());
+        b.action = "close".into();
+        assert_eq!(action_op(&b).unwrap(), BreakerOp::Close { key: "t1".into() }.into());
         assert!(
             action_op(&body("explode", None, None))
                 .unwrap_err()

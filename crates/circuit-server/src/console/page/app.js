@@ -280,17 +280,41 @@ function renderElement(el) {
       h('span', { class: 'summary' },
         `cap ${st.Cap} · sent ${st.NumSend} · received ${st.NumRecv}` + (st.Aborted ? ' · aborted' : '')),
       h('span', { class: 'controls' }, scrubControl(el.Path)));
+  } else if (kind === 'breaker') {
+    const spec = st.Spec || {};
+    const states = st.States || [];
+    head.append(h('span', { class: 'summary' }, [
+      st.Keys + ' keys',
+      st.PermitsInFlight ? st.PermitsInFlight + ' permits in flight' : null,
+      spec.FailureThreshold != null ? 'opens after ' + spec.FailureThreshold + ' failures' : null,
+      spec.OpenTimeout != null ? 'open ' + spec.OpenTimeout + ' s' : null,
+      st.Keys > states.length ? 'showing ' + states.length : null,
+    ].filter(Boolean).join(' · ')),
+    h('span', { class: 'controls' }, scrubControl(el.Path)));
+    node.append(breakerTable(states, el.Path));
+  } else if (kind === 'dns') {
+    head.append(h('span', { class: 'summary' }, st.Address ? 'listening on ' + st.Address : ''),
+      h('span', { class: 'controls' }, scrubControl(el.Path)));
+    node.append(dnsTable(st.Records || {}));
+  } else if (kind === 'docker') {
+    const state = st.State || {};
+    const image = (st.Config && st.Config.Image) || st.Image;
+    if (state.Status) head.append(h('span', { class: 'badge ' + state.Status }, state.Status));
+    head.append(h('span', { class: 'summary' }, [
+      image ? 'image ' + image : null,
+      st.Id ? 'id ' + String(st.Id).slice(0, 12) : null,
+      state.Pid ? 'pid ' + state.Pid : null,
+      state.Status === 'exited' && state.ExitCode != null ? 'exit ' + state.ExitCode : null,
+      state.Error ? state.Error : null,
+    ].filter(Boolean).join(' · ')),
+    h('span', { class: 'controls' }, signalControl(el.Path), outputControls(el.Path), scrubControl(el.Path)));
   } else if (kind === 'server') {
     return h('span');
   } else {
-    // Any other kind (subscriptions, dns, docker, breaker, kinds to come):
-    // its peek document as it is.
+    // Any other kind (subscriptions, kinds to come): its peek document as it is.
     const phase = st.State && typeof st.State === 'object' ? st.State.Status : st.State || st.Phase;
     if (typeof phase === 'string') head.append(h('span', { class: 'badge ' + phase }, phase));
-    const ctl = h('span', { class: 'controls' });
-    if (kind === 'docker') ctl.append(signalControl(el.Path), ...outputControls(el.Path));
-    ctl.append(scrubControl(el.Path));
-    head.append(ctl);
+    head.append(h('span', { class: 'controls' }, scrubControl(el.Path)));
     node.append(h('pre', { class: 'stat' }, JSON.stringify(st, null, 1)));
   }
   return node;
@@ -318,6 +342,47 @@ function procTable(procs, path) {
   });
   return h('table', { class: 'procs' },
     h('thead', {}, h('tr', {}, ['WID', 'PID', 'Restarts', 'CPU', 'RSS', 'CPU (3 min)', 'RSS (3 min)'].map((t) => h('th', {}, t)))),
+    h('tbody', {}, rows));
+}
+
+function breakerTable(states, path) {
+  const badge = { closed: 'ok', open: 'bad', 'half-open': 'warn' };
+  const rows = states.map((k) => {
+    const c = k.Counts || {};
+    return h('tr', { class: 'key', 'data-key': k.Key },
+      h('td', { class: 'key-name' }, k.Key),
+      h('td', {}, h('span', { class: 'badge ' + (badge[k.State] || '') }, k.State)),
+      h('td', { class: 'num generation' }, k.Generation),
+      h('td', { class: 'num' }, c.Failures), h('td', { class: 'num' }, c.Successes),
+      h('td', { class: 'num' }, c.ConsecutiveFailures), h('td', { class: 'num' }, c.ConsecutiveSuccesses),
+      h('td', { class: 'num' }, k.ProbesInFlight),
+      h('td', { class: 'num' }, k.OpenRemaining != null ? k.OpenRemaining.toFixed(1) + ' s' : '–'),
+      h('td', { class: 'controls' },
+        button('reset', () => act(path, 'reset', { Key: k.Key })),
+        button('open', () => act(path, 'open', { Key: k.Key })),
+        button('close', () => act(path, 'close', { Key: k.Key }))));
+  });
+  if (!rows.length) return h('div', { class: 'summary' }, 'no keys yet');
+  return h('table', { class: 'procs keys' },
+    h('thead', {}, h('tr', {}, ['Key', 'State', 'Generation', 'Failures', 'Successes', 'Consec. fail', 'Consec. ok',
+      'Probes', 'Open remaining', ''].map((t) => h('th', {}, t)))),
+    h('tbody', {}, rows));
+}
+
+// Records as the element keeps them: "name\tTTL\tclass\ttype\tdata".
+function dnsTable(records) {
+  const rows = [];
+  for (const [name, rrs] of Object.entries(records)) {
+    for (const rr of rrs) {
+      const f = String(rr).split('\t');
+      const [owner, ttl, , type] = f;
+      rows.push(h('tr', { class: 'record' },
+        h('td', {}, owner || name), h('td', { class: 'num' }, ttl), h('td', {}, type), h('td', {}, f.slice(4).join('\t'))));
+    }
+  }
+  if (!rows.length) return h('div', { class: 'summary' }, 'no records');
+  return h('table', { class: 'procs records' },
+    h('thead', {}, h('tr', {}, ['Name', 'TTL', 'Type', 'Data'].map((t) => h('th', {}, t)))),
     h('tbody', {}, rows));
 }
 
@@ -349,7 +414,8 @@ async function act(path, action, extra) {
   say(action + ' ' + path + '…');
   try {
     const r = await api('POST', '/api/action', Object.assign({ Path: path, Action: action }, extra || {}));
-    say(action + ' ' + path + ': ' + JSON.stringify(r.Result));
+    const what = extra && extra.Key != null ? ' ' + path + ' key ' + extra.Key : ' ' + path;
+    say(action + what + ': ' + JSON.stringify(r.Result));
     soon('peek ' + path, 30, () => refreshElement(path));
   } catch (e) {
     say(e.message, true);
