@@ -602,6 +602,8 @@ async fn in_a_browser_the_page_follows_the_cluster_live() {
       "NumProcesses": 2, "Stdout": {"Ring": 4096}}"#;
     ok(b.cli_in("mkwatch", &[&format!("{b_id}/web")], spec.as_bytes()));
     ok(c.cli("mkchan", &[&format!("{c_id}/jobs"), "2"]));
+    ok(c.cli_in("mkbreaker", &[&format!("{c_id}/pay")], br#"{"OpenTimeout": 600}"#));
+    ok(c.cli("breaker", &["open", &format!("{c_id}/pay"), "--key", "<b>t1</b>"]));
     assert!(
         eventually(Duration::from_secs(20), || {
             get(addr, "/api/cluster", &[]).json()["Servers"]
@@ -659,6 +661,33 @@ async fn in_a_browser_the_page_follows_the_cluster_live() {
             Duration::from_secs(10)
         )
         .await
+    );
+
+    // A breaker's keys as a table (the key as text), reset from its row.
+    let key_row = format!(".element[data-path=\"{c_id}/pay\"] tr.key");
+    assert!(
+        until_true(
+            &page,
+            &format!("(r => r !== null && r.children[0].textContent === '<b>t1</b>' && r.textContent.includes('open'))(document.querySelector('{key_row}'))"),
+            Duration::from_secs(10)
+        )
+        .await,
+        "the breaker's key never showed open"
+    );
+    page.find_element(format!("{key_row} button[data-action=\"reset\"]"))
+        .await
+        .expect("the reset button")
+        .click()
+        .await
+        .expect("click reset");
+    assert!(
+        until_true(
+            &page,
+            &format!("(r => r !== null && r.querySelector('.badge').textContent === 'closed')(document.querySelector('{key_row}'))"),
+            Duration::from_secs(10)
+        )
+        .await,
+        "the reset key never showed closed"
     );
 
     // incr: the third process appears, the page is the same page (no reload).
