@@ -235,7 +235,17 @@ fn serve(args: Args, net: &DialArgs) -> Result<()> {
         writeln!(out, "{url}")?;
         out.flush()?;
         drop(out);
-        server.run().await?;
+        // Once settled, what ran only to start (argument parsing, binding,
+        // joining) need not stay in memory.
+        let run = server.run();
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => r?,
+            _ = tokio::time::sleep(SHED_AFTER) => {
+                shed_startup_code();
+                run.await?;
+            }
+        }
         if let Some(file) = &args.url_file {
             // Only our own URL: another server may have taken the file since.
             if std::fs::read_to_string(file).is_ok_and(|s| s.trim() == url) {
@@ -244,6 +254,74 @@ fn serve(args: Args, net: &DialArgs) -> Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// How long after its start a server drops the code it ran only to start.
+const SHED_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Drops this program's code pages from the server's memory once it is
+/// serving: start-up code (clap, config, binding, joining) is never run again,
+/// and the kernel maps code in 64 KiB blocks around each page touched, so an
+/// idle server kept several MiB of machine code it does not run. The pages
+/// stay in the page cache; code that runs again is mapped back from there
+/// (a minor fault), one page at a time (`MADV_RANDOM`: no fault-around).
+/// Only the executable's `r-xp` mappings: never written, so dropping them
+/// loses nothing (a written private page, such as relocated data, would).
+fn shed_startup_code() {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::mman::{MmapAdvise, madvise};
+        let (Ok(exe), Ok(maps)) = (
+            std::fs::read_link("/proc/self/exe"),
+            std::fs::read_to_string("/proc/self/maps"),
+        ) else {
+            return;
+        };
+        let exe = exe.to_string_lossy();
+        let mut bytes = 0usize;
+        for line in maps.lines() {
+            let Some((range, perms, path)) = maps_line(line) else {
+                continue;
+            };
+            if perms != "r-xp" || path != exe {
+                continue;
+            }
+            let Some((start, end)) = range
+                .split_once('-')
+                .and_then(|(a, b)| Some((usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?)))
+            else {
+                continue;
+            };
+            let Some(addr) = std::ptr::NonNull::new(start as *mut std::ffi::c_void) else {
+                continue;
+            };
+            let len = end.saturating_sub(start);
+            // SAFETY: a read-only, executable, private mapping of our own
+            // file, never written: dropping its pages only makes the next
+            // use read them again from the file.
+            let done = unsafe {
+                madvise(addr, len, MmapAdvise::MADV_DONTNEED).is_ok()
+                    && madvise(addr, len, MmapAdvise::MADV_RANDOM).is_ok()
+            };
+            if done {
+                bytes += len;
+            }
+        }
+        tracing::debug!(mapped_kib = bytes / 1024, "dropped start-up code from memory");
+    }
+}
+
+/// A `/proc/self/maps` line's address range, permissions and path.
+fn maps_line(line: &str) -> Option<(&str, &str, &str)> {
+    let mut rest = line;
+    let mut fields = [""; 5];
+    for f in &mut fields {
+        rest = rest.trim_start();
+        let end = rest.find(' ').unwrap_or(rest.len());
+        *f = &rest[..end];
+        rest = &rest[end..];
+    }
+    Some((fields[0], fields[1], rest.trim_start())).filter(|(r, p, _)| !r.is_empty() && !p.is_empty())
 }
 
 /// Writes `url` to `file` whole: into a file beside it, then renamed over it,
@@ -258,4 +336,27 @@ fn write_url(file: &std::path::Path, url: &str) -> Result<()> {
             let _ = std::fs::remove_file(&tmp);
             anyhow::anyhow!("--url-file {}: {e}", file.display())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::maps_line;
+
+    #[test]
+    fn maps_lines_give_range_permissions_and_path() {
+        assert_eq!(
+            maps_line("55d0c2a00000-55d0c2f3e000 r-xp 00155000 fd:01 1234567                    /usr/bin/circuit"),
+            Some(("55d0c2a00000-55d0c2f3e000", "r-xp", "/usr/bin/circuit"))
+        );
+        assert_eq!(
+            maps_line("7f0000000000-7f0000001000 r-xp 00000000 fd:01 42  /opt/my tools/circuit (deleted)"),
+            Some(("7f0000000000-7f0000001000", "r-xp", "/opt/my tools/circuit (deleted)"))
+        );
+        // Anonymous mappings have no path.
+        assert_eq!(
+            maps_line("7ffd1a000000-7ffd1a021000 rw-p 00000000 00:00 0"),
+            Some(("7ffd1a000000-7ffd1a021000", "rw-p", ""))
+        );
+        assert_eq!(maps_line(""), None);
+    }
 }
