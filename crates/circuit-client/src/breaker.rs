@@ -446,30 +446,11 @@ impl Breaker {
     where
         F: Future<Output = T>,
     {
-        match self.allow(key).await? {
-            Admission::Rejected(r) => Ok(Called::Rejected(r)),
-            Admission::Unreachable {
-                policy: FailurePolicy::FailClosed,
-                error,
-            } => Ok(Called::FailedClosed(error)),
-            Admission::Unreachable { error, .. } => {
-                let value = work.await;
-                let outcome = classify(&value);
-                Ok(Called::RanFailOpen { value, outcome, error })
-            }
-            Admission::Permit(p) => {
-                let value = work.await;
-                let outcome = classify(&value);
-                Ok(match self.record(&p, outcome).await {
-                    Ok(recorded) => Called::Ran {
-                        value,
-                        outcome,
-                        recorded,
-                    },
-                    Err(error) => Called::RanUnrecorded { value, outcome, error },
-                })
-            }
-        }
+        let admission = self.allow(key).await?;
+        Ok(call_with(admission, work, classify, |p, outcome| async move {
+            self.record(&p, outcome).await
+        })
+        .await)
     }
 
     async fn change(&self, op: BreakerOp) -> Result<bool, Error> {
@@ -629,6 +610,46 @@ impl LocalBreaker {
     /// One key's counts, as a shortcut over [`LocalBreaker::snapshot`].
     pub fn counts(&self, key: &str) -> Option<BreakerCounts> {
         self.snapshot(key).map(|s| s.counts)
+    }
+}
+
+/// The rest of a `call` once `allow` has answered, for every store (a
+/// breaker element, Redis): the work if admitted (or if the policy is
+/// fail-open), then the record of what `classify` makes of its result.
+pub(crate) async fn call_with<T, F, R, RF>(
+    admission: Admission,
+    work: F,
+    classify: impl FnOnce(&T) -> Outcome,
+    record: R,
+) -> Called<T>
+where
+    F: Future<Output = T>,
+    R: FnOnce(Permit, Outcome) -> RF,
+    RF: Future<Output = Result<Recorded, Error>>,
+{
+    match admission {
+        Admission::Rejected(r) => Called::Rejected(r),
+        Admission::Unreachable {
+            policy: FailurePolicy::FailClosed,
+            error,
+        } => Called::FailedClosed(error),
+        Admission::Unreachable { error, .. } => {
+            let value = work.await;
+            let outcome = classify(&value);
+            Called::RanFailOpen { value, outcome, error }
+        }
+        Admission::Permit(p) => {
+            let value = work.await;
+            let outcome = classify(&value);
+            match record(p, outcome).await {
+                Ok(recorded) => Called::Ran {
+                    value,
+                    outcome,
+                    recorded,
+                },
+                Err(error) => Called::RanUnrecorded { value, outcome, error },
+            }
+        }
     }
 }
 

@@ -505,30 +505,13 @@ impl RedisBreaker {
     where
         F: Future<Output = T>,
     {
-        match self.allow(key).await? {
-            Admission::Rejected(r) => Ok(Called::Rejected(r)),
-            Admission::Unreachable {
-                policy: FailurePolicy::FailClosed,
-                error,
-            } => Ok(Called::FailedClosed(error)),
-            Admission::Unreachable { error, .. } => {
-                let value = work.await;
-                let outcome = classify(&value);
-                Ok(Called::RanFailOpen { value, outcome, error })
-            }
-            Admission::Permit(p) => {
-                let value = work.await;
-                let outcome = classify(&value);
-                Ok(match self.record(&p, outcome).await {
-                    Ok(recorded) => Called::Ran {
-                        value,
-                        outcome,
-                        recorded,
-                    },
-                    Err(error) => Called::RanUnrecorded { value, outcome, error },
-                })
-            }
-        }
+        let admission = self.allow(key).await?;
+        Ok(
+            crate::breaker::call_with(admission, work, classify, |p, outcome| async move {
+                self.record(&p, outcome).await
+            })
+            .await,
+        )
     }
 
     async fn change(&self, op: &str, key: &str) -> Result<bool, Error> {
