@@ -41,6 +41,18 @@ pub const GOSSIP_EVERY: Duration = Duration::from_millis(50);
 pub const LAX: Duration = PROBE_PERIOD;
 /// Calls of `Foca::gossip` (3 members each) per gossip round.
 const GOSSIP_CALLS: usize = 3;
+/// A ping that wakes a member this close before its next probe starts that
+/// probe at once, so that the two share a wakeup (a period is shortened by
+/// at most this; by then the probe's indirect stage, after `probe_rtt`, has
+/// long run). The probe after it is put off by [`LAG`].
+pub const EARLY: Duration = Duration::from_millis(200);
+/// How much later a member probes again after a probe started by a ping.
+/// Idle members probe in step (they joined together, and `EARLY` pulls them
+/// together), and in step a member whose timer fires a moment before the
+/// ping arrives wakes twice. Falling back by more than a network's jitter
+/// puts such a member just behind the one that pinged it, where the next
+/// ping from it finds its probe due and starts it: one wakeup instead of two.
+pub const LAG: Duration = Duration::from_millis(10);
 
 /// The foca instance a driver runs.
 pub type Swim = Foca<Node, PostcardCodec, SmallRng, foca::NoCustomBroadcast>;
@@ -271,7 +283,34 @@ impl Driver {
             }
         }
         self.flush(now);
+        if matches!(header.message, Message::Ping(_)) {
+            self.probe_early(now);
+        }
         Ok(())
+    }
+
+    /// Starts the next probe now if it is due within [`EARLY`], and puts the
+    /// one after it off by [`LAG`] (see there).
+    fn probe_early(&mut self, now: Instant) {
+        let probe = |p: &Pending| matches!(p.timer, Timer::ProbeRandomMember(_));
+        if !self
+            .timers
+            .iter()
+            .any(|p| probe(p) && p.at > now && p.at <= now + EARLY)
+        {
+            return;
+        }
+        let mut timers = std::mem::take(&mut self.timers).into_vec();
+        for p in timers.iter_mut().filter(|p| probe(p)) {
+            p.at = p.at.min(now);
+        }
+        self.timers = timers.into();
+        self.tick(now);
+        let mut timers = std::mem::take(&mut self.timers).into_vec();
+        for p in timers.iter_mut().filter(|p| probe(p) && p.at > now) {
+            p.at += LAG;
+        }
+        self.timers = timers.into();
     }
 
     /// Checks a datagram before foca sees it. Without a cluster key anyone

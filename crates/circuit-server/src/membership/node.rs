@@ -82,7 +82,7 @@ pub const SUSPICION: Duration = Duration::from_millis(500);
 /// SWIM timing, for a cluster of up to about `cluster_size_hint` members.
 ///
 /// Idle traffic does not depend on the cluster size: a member probes one
-/// other member per period (400 ms), so it sends about 5 datagrams/s (its
+/// other member per period (800 ms), so it sends about 2.5 datagrams/s (its
 /// pings, and acks to whoever probes it) whatever the size, plus one announce
 /// every 30 s; gossip rounds send nothing while there is no news. Figures from
 /// the simulation (bench `membership_sim`, running the driver): about 5.5
