@@ -1,6 +1,6 @@
 //! Finding and being found by other servers and clients.
 
-mod alarm;
+pub(crate) mod alarm;
 pub mod discovery;
 pub mod driver;
 pub mod node;

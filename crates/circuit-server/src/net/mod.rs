@@ -234,19 +234,26 @@ impl Budget {
 /// How long the server must be quiet (no connection closed, no request
 /// served) before it gives freed memory back to the system.
 const TRIM_AFTER: Duration = Duration::from_millis(500);
+/// Fewer activities than this since the last trim leave too little to give
+/// back to be worth it: an idle cluster's routine request (a member pulling
+/// our member list every 15 s) would otherwise cost each server two timer
+/// wakeups and a blocking-pool thread started and ended, twice a minute.
+const TRIM_MIN: u64 = 32;
 
 /// Gives the memory freed after a burst back to the system. glibc's malloc
 /// keeps freed memory in its arenas (one per thread that allocated) and only
 /// returns the top of each heap; after 2,000 connections closed the server
 /// kept 30–100 MiB it no longer used. `malloc_trim(0)` releases every free
-/// page of every arena. It runs once per burst, [`TRIM_AFTER`] after the
-/// last activity, so an idle server never wakes for it and a busy one never
-/// pays for it mid-burst.
+/// page of every arena. It runs once per burst of at least [`TRIM_MIN`]
+/// activities, [`TRIM_AFTER`] after the last, so an idle server never wakes
+/// for it and a busy one never pays for it mid-burst.
 struct Trimmer {
     /// Told on the first activity after a trim (a stored permit).
     woken: tokio::sync::Notify,
     /// True from that first activity until the trim.
     armed: AtomicBool,
+    /// Activities since the last trim.
+    count: AtomicU64,
     /// The last activity, in ms since `epoch`.
     last: AtomicU64,
     epoch: Instant,
@@ -257,6 +264,7 @@ impl Default for Trimmer {
         Trimmer {
             woken: tokio::sync::Notify::new(),
             armed: AtomicBool::new(false),
+            count: AtomicU64::new(0),
             last: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -265,11 +273,11 @@ impl Default for Trimmer {
 
 impl Trimmer {
     /// Something was freed (a connection closed, a request was answered):
-    /// a stamp, and a wake-up only for the first after a trim.
+    /// a stamp, and a wake-up only when a burst is big enough to trim after.
     fn touch(&self) {
         self.last
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
-        if !self.armed.swap(true, Ordering::SeqCst) {
+        if self.count.fetch_add(1, Ordering::SeqCst) + 1 >= TRIM_MIN && !self.armed.swap(true, Ordering::SeqCst) {
             self.woken.notify_one();
         }
     }
@@ -294,6 +302,7 @@ impl Trimmer {
                         }
                         tokio::time::sleep_until(at.into()).await;
                     }
+                    me.count.store(0, Ordering::SeqCst);
                     me.armed.store(false, Ordering::SeqCst);
                     let _ = tokio::task::spawn_blocking(give_back).await;
                 }
@@ -566,4 +575,25 @@ pub fn interface_ipv4(name: &str) -> Option<Ipv4Addr> {
             .then(|| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())))
             .flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trim_waits_for_a_burst_worth_trimming_after() {
+        let t = Trimmer::default();
+        for _ in 1..TRIM_MIN {
+            t.touch();
+        }
+        assert!(
+            !t.armed.load(Ordering::SeqCst),
+            "a few requests do not wake the trimmer"
+        );
+        t.touch();
+        assert!(t.armed.load(Ordering::SeqCst), "a burst does");
+        t.touch();
+        assert_eq!(t.count.load(Ordering::SeqCst), TRIM_MIN + 1);
+    }
 }

@@ -154,12 +154,14 @@ pub fn forget_the_departed(state: Arc<State>) {
     let (rt, tracker) = (state.ctx.rt.clone(), state.ctx.rt.tasks.clone());
     tracker.spawn(async move {
         let mut pulled = false;
-        let mut next_pull = tokio::time::Instant::now() + pull_pause();
+        // A timerfd: tokio's wheel would wake the server twice per pull.
+        let mut alarm = crate::membership::alarm::Alarm::new();
+        let mut next_pull = std::time::Instant::now() + pull_pause();
         loop {
             let next = tokio::select! {
                 e = events.recv() => e,
-                _ = tokio::time::sleep_until(next_pull) => {
-                    next_pull = tokio::time::Instant::now() + pull_pause();
+                _ = alarm.until(next_pull) => {
+                    next_pull = std::time::Instant::now() + pull_pause();
                     let members = state.ctx.members.members();
                     if !members.is_empty() {
                         let node = members[(ServerId::random().0 % members.len() as u64) as usize];
