@@ -85,8 +85,8 @@ pub const SUSPICION: Duration = Duration::from_millis(500);
 /// other member per period (800 ms), so it sends about 2.5 datagrams/s (its
 /// pings, and acks to whoever probes it) whatever the size, plus one announce
 /// every 30 s; gossip rounds send nothing while there is no news. Figures from
-/// the simulation (bench `membership_sim`, running the driver): about 5.5
-/// datagrams and 300–400 bytes per second per member from 3 to 1,000 members.
+/// the simulation (bench `membership_sim`, running the driver): about 2.6–2.8
+/// datagrams and 160–210 bytes per second per member at 3 and 100 members.
 ///
 /// A dead member is suspected after one failed probe (direct, then through 3
 /// others after 150 ms) and declared down 700 ms later; the news then spreads

@@ -8,7 +8,7 @@ mod route;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use circuit_proto::conn::{self, StreamHandle};
@@ -248,10 +248,9 @@ const TRIM_MIN: u64 = 32;
 /// activities, [`TRIM_AFTER`] after the last, so an idle server never wakes
 /// for it and a busy one never pays for it mid-burst.
 struct Trimmer {
-    /// Told on the first activity after a trim (a stored permit).
+    /// Told when the activities since the last trim reach [`TRIM_MIN`]
+    /// (a stored permit).
     woken: tokio::sync::Notify,
-    /// True from that first activity until the trim.
-    armed: AtomicBool,
     /// Activities since the last trim.
     count: AtomicU64,
     /// The last activity, in ms since `epoch`.
@@ -263,7 +262,6 @@ impl Default for Trimmer {
     fn default() -> Trimmer {
         Trimmer {
             woken: tokio::sync::Notify::new(),
-            armed: AtomicBool::new(false),
             count: AtomicU64::new(0),
             last: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -277,7 +275,7 @@ impl Trimmer {
     fn touch(&self) {
         self.last
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
-        if self.count.fetch_add(1, Ordering::SeqCst) + 1 >= TRIM_MIN && !self.armed.swap(true, Ordering::SeqCst) {
+        if self.count.fetch_add(1, Ordering::SeqCst) + 1 == TRIM_MIN {
             self.woken.notify_one();
         }
     }
@@ -303,7 +301,6 @@ impl Trimmer {
                         tokio::time::sleep_until(at.into()).await;
                     }
                     me.count.store(0, Ordering::SeqCst);
-                    me.armed.store(false, Ordering::SeqCst);
                     let _ = tokio::task::spawn_blocking(give_back).await;
                 }
             };
@@ -581,19 +578,22 @@ pub fn interface_ipv4(name: &str) -> Option<Ipv4Addr> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_trim_waits_for_a_burst_worth_trimming_after() {
+    /// Whether the trimmer was told to wake (takes the stored permit).
+    async fn woken(t: &Trimmer) -> bool {
+        tokio::time::timeout(Duration::ZERO, t.woken.notified()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_trim_waits_for_a_burst_worth_trimming_after() {
         let t = Trimmer::default();
         for _ in 1..TRIM_MIN {
             t.touch();
         }
-        assert!(
-            !t.armed.load(Ordering::SeqCst),
-            "a few requests do not wake the trimmer"
-        );
+        assert!(!woken(&t).await, "a few requests do not wake the trimmer");
         t.touch();
-        assert!(t.armed.load(Ordering::SeqCst), "a burst does");
+        assert!(woken(&t).await, "a burst does");
         t.touch();
+        assert!(!woken(&t).await, "once per burst");
         assert_eq!(t.count.load(Ordering::SeqCst), TRIM_MIN + 1);
     }
 }
