@@ -18,7 +18,8 @@
 //!   alone check), where the simulation calls [`Driver::tick`];
 //! - optionally ([`Sim::start_pulling`]), a member's pull of another
 //!   member's list, one round trip after it first met someone after being
-//!   alone: what a server does over TCP (`net::peers`).
+//!   alone, or after its driver asked for one ([`Output::Pull`]: views
+//!   that kept disagreeing): what a server does over TCP (`net::peers`).
 //!
 //! Multicast announces ([`Output::AnnounceGroup`]) are not simulated: the
 //! members find each other through their seeds.
@@ -128,8 +129,9 @@ pub enum Status {
 pub struct Counters {
     /// Datagrams sent (lost ones included).
     pub sent: u64,
-    /// Payload bytes sent: foca's datagrams, without UDP/IP headers nor the
-    /// seal `swim.rs` adds (5 bytes plain, 45 bytes sealed).
+    /// Payload bytes sent: the drivers' datagrams (a view digest, then
+    /// foca's bytes), without UDP/IP headers nor the seal `swim.rs` adds (5
+    /// bytes plain, 45 bytes sealed).
     pub bytes: u64,
     /// Datagrams lost (at random or across a partition).
     pub lost: u64,
@@ -141,6 +143,9 @@ pub struct Counters {
     pub false_downs: u64,
     /// Member records copied by state pulls (see [`Sim::start_pulling`]).
     pub pulled: u64,
+    /// State pulls carried out: on meeting a cluster, and when a driver
+    /// asked for one ([`Output::Pull`]).
+    pub pulls: u64,
 }
 
 /// Idle traffic per member, measured by [`Sim::measure_traffic`].
@@ -677,16 +682,21 @@ impl Sim {
                 self.drain(member);
             }
             Event::Pull { member, from } => {
-                if self.members[member].status != Status::Live || self.members[from].status != Status::Live {
+                let (m, f) = (&self.members[member], &self.members[from]);
+                if m.status != Status::Live || f.status != Status::Live || m.side != f.side {
                     return;
                 }
                 let Some(state) = self.driver(from).map(Driver::snapshot) else {
                     return;
                 };
                 self.counters.pulled += state.len() as u64;
+                self.counters.pulls += 1;
                 if let Some(d) = self.members[member].driver.as_mut() {
                     d.apply(now, state);
                 }
+                // The member asked woke to answer, too.
+                self.called(from);
+                self.drain(from);
                 self.called(member);
                 self.drain(member);
             }
@@ -717,6 +727,14 @@ impl Sim {
                     {
                         let rtt = 2 * nanos(self.net.delay);
                         self.push(self.now + rtt, Event::Refused { member: i, node });
+                    }
+                }
+                Output::Pull(node) => {
+                    if self.members[i].pull
+                        && let Some(&j) = self.index.get(&node.addr)
+                    {
+                        let rtt = 2 * nanos(self.net.delay);
+                        self.push(self.now + rtt, Event::Pull { member: i, from: j });
                     }
                 }
                 Output::Event(MemberEvent::Joined(id)) => {

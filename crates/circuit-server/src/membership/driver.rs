@@ -7,7 +7,12 @@
 //! ([`Driver::handle_data`]), the time passing ([`Driver::tick`], due at
 //! [`Driver::next_deadline`]), a join, a pulled member list, a leave.
 //! Outputs wait in a queue ([`Driver::poll_output`]): datagrams to send,
-//! multicast announces, events; the view is read with [`Driver::view`].
+//! multicast announces, events, pulls; the view is read with [`Driver::view`].
+//!
+//! Every datagram it sends starts with a digest of its sender's view (see
+//! [`Driver::digest`]): members that agree never exchange more; one whose
+//! datagrams keep disagreeing with ours for [`DISAGREE_FOR`] has its whole
+//! member list pulled ([`Output::Pull`]), at most every [`PULL_GAP`].
 //! The UDP task (`swim.rs`) feeds it real datagrams and real time; the
 //! simulation (bench `membership_sim`) feeds many of them a simulated network
 //! and a manual clock, so both run this same code.
@@ -54,6 +59,17 @@ pub const EARLY: Duration = Duration::from_millis(200);
 /// ping from it finds its probe due and starts it: one wakeup instead of two.
 pub const LAG: Duration = Duration::from_millis(10);
 
+/// A member whose datagrams carry a view digest other than ours for this
+/// long (gossip settles a change well within it) has its list pulled.
+pub const DISAGREE_FOR: Duration = Duration::from_secs(2);
+/// Pulls are at least this far apart, however many members disagree (an
+/// attacker without the key can make datagrams disagree).
+pub const PULL_GAP: Duration = Duration::from_secs(15);
+/// The view digest's length, at the start of every datagram.
+pub const DIGEST_LEN: usize = 8;
+/// Members tracked as disagreeing, at most (they are forgotten past it).
+const DISAGREE_MAX: usize = 4096;
+
 /// The foca instance a driver runs.
 pub type Swim = Foca<Node, PostcardCodec, SmallRng, foca::NoCustomBroadcast>;
 
@@ -84,6 +100,11 @@ pub enum Output {
     /// it still listens (a TCP connect), and call [`Driver::refused`] if its
     /// host refused (nothing listens there any more: it is dead).
     Check(Node),
+    /// `node`'s view has disagreed with ours for a while: fetch its whole
+    /// member list (over a connection we dial, [`Driver::snapshot`] there),
+    /// hand it to [`Driver::apply`], and announce to `node` if it does not
+    /// list us.
+    Pull(Node),
 }
 
 /// Why a datagram was dropped before foca saw it.
@@ -169,6 +190,12 @@ pub struct Driver {
     config: foca::Config,
     /// foca just said no other member is reachable (see `flush`).
     went_alone: bool,
+    /// The digest of the view and `me`, if computed since they changed.
+    digest: Option<[u8; DIGEST_LEN]>,
+    /// Members whose datagrams disagree with our view, since when.
+    disagree: HashMap<ServerId, Instant>,
+    /// When the last [`Output::Pull`] was asked for.
+    pulled_at: Option<Instant>,
 }
 
 impl Driver {
@@ -199,6 +226,9 @@ impl Driver {
             leaving: false,
             config,
             went_alone: false,
+            digest: None,
+            disagree: HashMap::new(),
+            pulled_at: None,
         }
     }
 
@@ -253,11 +283,16 @@ impl Driver {
         at
     }
 
-    /// Handles a membership datagram (already opened: foca's bytes) that
-    /// came from `from`. It is screened first (see [`Driver::screen`]); a
-    /// refused one is dropped and its reason returned.
+    /// Handles a membership datagram (already opened: its sender's view
+    /// digest, then foca's bytes) that came from `from`. It is screened first
+    /// (see [`Driver::screen`]); a refused one is dropped and its reason
+    /// returned.
     pub fn handle_data(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Result<(), Refusal> {
-        let (header, ids) = match self.screen(from, data) {
+        let screened = match data.split_at_checked(DIGEST_LEN) {
+            Some((digest, data)) => self.screen(from, data).map(|x| (digest, data, x)),
+            None => Err(Refusal::Garbled),
+        };
+        let (theirs, data, (header, ids)) = match screened {
             Ok(x) => x,
             Err(why) => {
                 self.refused += 1;
@@ -283,6 +318,9 @@ impl Driver {
             }
         }
         self.flush(now);
+        if accepted {
+            self.compare(now, header.src, theirs);
+        }
         if matches!(header.message, Message::Ping(_)) {
             self.probe_early(now);
         }
@@ -542,10 +580,11 @@ impl Driver {
 
     /// Takes in what foca asked for.
     fn flush(&mut self, now: Instant) {
+        let digest = self.digest();
         while let Some((to, data)) = self.rt.to_send() {
             self.out.push_back(Output::Send {
                 to,
-                data: data.to_vec(),
+                data: [&digest[..], &data[..]].concat(),
             });
         }
         while let Some((after, timer)) = self.rt.to_schedule() {
@@ -569,7 +608,7 @@ impl Driver {
                     // The same server, renewed (it rejoined after a cut).
                     if self.view.contains_key(&old.id) {
                         self.view.insert(new.id, new);
-                        self.view_changed = true;
+                        self.touch_view();
                     }
                 }
                 OwnedNotification::Rename(old, new) => {
@@ -593,6 +632,7 @@ impl Driver {
                         "was declared down by the cluster; rejoined"
                     );
                     self.me = me;
+                    self.digest = None;
                     self.rejoined = true;
                 }
                 OwnedNotification::Defunct if self.leaving => debug!("left the cluster"),
@@ -633,6 +673,63 @@ impl Driver {
         }
     }
 
+    fn touch_view(&mut self) {
+        self.view_changed = true;
+        self.digest = None;
+    }
+
+    /// A digest of who this member thinks is in the cluster: every live
+    /// member's identity (id, address, pid, start, incarnation), itself
+    /// included, in id order; the first 8 bytes of their SHA-256. Members
+    /// that agree have the same digest, whatever the order they learned in.
+    pub fn digest(&mut self) -> [u8; DIGEST_LEN] {
+        if let Some(d) = self.digest {
+            return d;
+        }
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let me = std::iter::once((&self.me.id, &self.me));
+        let mut all: Vec<(&ServerId, &Node)> = self.view.iter().chain(me).collect();
+        all.sort_unstable_by_key(|(id, _)| **id);
+        for (_, n) in all {
+            h.update(n.id.0.to_be_bytes());
+            match n.addr {
+                SocketAddr::V4(a) => h.update(a.ip().octets()),
+                SocketAddr::V6(a) => h.update(a.ip().octets()),
+            }
+            h.update(n.addr.port().to_be_bytes());
+            h.update(n.pid.to_be_bytes());
+            h.update(n.started.to_be_bytes());
+            h.update(n.incarnation.to_be_bytes());
+        }
+        let d: [u8; DIGEST_LEN] = h.finalize()[..DIGEST_LEN].try_into().unwrap();
+        self.digest = Some(d);
+        d
+    }
+
+    /// Compares `peer`'s view digest with ours: a disagreement that lasts
+    /// [`DISAGREE_FOR`] asks for a pull from it (at most every [`PULL_GAP`]).
+    fn compare(&mut self, now: Instant, peer: Node, theirs: &[u8]) {
+        if theirs == self.digest() {
+            self.disagree.remove(&peer.id);
+            return;
+        }
+        if self.disagree.len() >= DISAGREE_MAX {
+            self.disagree.clear();
+        }
+        let since = *self.disagree.entry(peer.id).or_insert(now);
+        if now.saturating_duration_since(since) >= DISAGREE_FOR
+            && self
+                .pulled_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= PULL_GAP)
+        {
+            debug!(peer = %peer.id, "its view has disagreed with ours for {DISAGREE_FOR:?}: pulling its member list");
+            self.pulled_at = Some(now);
+            self.disagree.clear();
+            self.out.push_back(Output::Pull(peer));
+        }
+    }
+
     fn up(&mut self, node: Node) {
         if node.id == self.me.id {
             return;
@@ -641,7 +738,7 @@ impl Driver {
             info!(peer = %node.id, addr = %node.addr, "member joined: /{}", node.id);
             self.out.push_back(Output::Event(MemberEvent::Joined(node.id)));
         }
-        self.view_changed = true;
+        self.touch_view();
     }
 
     fn down(&mut self, node: Node) {
@@ -652,7 +749,7 @@ impl Driver {
             .is_some_and(|n| n.incarnation == node.incarnation)
         {
             self.view.remove(&node.id);
-            self.view_changed = true;
+            self.touch_view();
             info!(peer = %node.id, addr = %node.addr, "member left: /{}", node.id);
             self.out.push_back(Output::Event(MemberEvent::Left(node.id)));
         }
@@ -702,6 +799,7 @@ mod tests {
         events: Vec<(Duration, MemberEvent)>,
         sends: Vec<(Duration, SocketAddr)>,
         group: Vec<Duration>,
+        pulls: Vec<(Duration, ServerId)>,
     }
 
     struct Net {
@@ -766,6 +864,16 @@ mod tests {
                             Output::AnnounceGroup => log.group.push(self.now),
                             // A host that is gone: the check answers nothing.
                             Output::Check(_) => {}
+                            Output::Pull(peer) => {
+                                log.pulls.push((self.now, peer.id));
+                                if let Some(&j) = self.at.get(&peer.addr)
+                                    && !self.dead[j]
+                                    && self.side[j] == self.side[i]
+                                {
+                                    let list = self.members[j].0.snapshot();
+                                    self.members[i].0.apply(self.t0 + self.now, list);
+                                }
+                            }
                             Output::Send { to, data } => {
                                 log.sends.push((self.now, to.addr));
                                 if self.captured.len() < 10_000 {
@@ -1010,6 +1118,42 @@ mod tests {
                 "member {i} after the heal: {after:?}"
             );
         }
+    }
+
+    /// Two members that each know only a third (their state was lost, or
+    /// datagrams were) never talk: SWIM passes on news, and there is none;
+    /// only foca's periodic announce (every 30 s, to a random member) would
+    /// tell them of each other. The third's digest disagrees with theirs in
+    /// every exchange, so they pull its list, and meet within seconds.
+    /// Members that agree never pull.
+    #[test]
+    fn views_that_disagree_are_pulled_together_and_agreeing_ones_never_pull() {
+        let (mut net, n) = joined(3);
+        net.run_for(20 * SECOND);
+        for i in 0..3 {
+            assert_eq!(net.members[i].1.pulls, vec![], "member {i} pulled while all agreed");
+        }
+        for i in [0, 2] {
+            let t = net.t0 + net.now;
+            let mut d = Driver::new(n[i], swim_config(8), 77 + i as u64, Vec::new(), t);
+            d.apply(t, vec![Member::alive(n[1])]);
+            net.members[i].0 = d;
+        }
+        net.run_for(10 * MS);
+        assert_eq!((net.view(0), net.view(2)), (vec![n[1].id], vec![n[1].id]));
+        let start = net.now;
+        let met = net
+            .run_until(40 * SECOND, |net| (0..3).all(|i| net.view(i).len() == 2))
+            .expect("views healed");
+        assert!(met <= 5 * SECOND, "they met after {met:?}");
+        let pulls: usize = (0..3).map(|i| net.members[i].1.pulls.len()).sum();
+        assert!((1..=3).contains(&pulls), "{pulls} pulls");
+        // Agreeing again: no more pulls.
+        net.run_for(30 * SECOND);
+        let late: Vec<_> = (0..3)
+            .flat_map(|i| net.members[i].1.pulls.iter().filter(|p| p.0 > start + met + SECOND))
+            .collect();
+        assert_eq!(late, Vec::<&(Duration, ServerId)>::new(), "pulls after the heal");
     }
 
     /// Single-bit-flipped copies of real member-to-member datagrams, sent to

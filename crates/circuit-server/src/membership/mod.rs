@@ -1,6 +1,6 @@
 //! Finding and being found by other servers and clients.
 
-pub(crate) mod alarm;
+mod alarm;
 pub mod discovery;
 pub mod driver;
 pub mod node;

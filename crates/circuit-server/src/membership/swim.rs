@@ -22,7 +22,8 @@ use super::driver::{Driver, Output};
 use super::node::{Node, swim_config};
 use super::udp::Datagrams;
 
-const MAGIC: &[u8; 4] = b"CRM1";
+/// `CRM2`: each datagram starts with its sender's view digest (`CRM1` had none).
+const MAGIC: &[u8; 4] = b"CRM2";
 const PURPOSE: &str = "membership";
 
 /// How long a liveness check (a TCP connect to a member) may take; a member
@@ -48,6 +49,7 @@ pub struct Membership {
     cmd: mpsc::UnboundedSender<Cmd>,
     view: Arc<RwLock<BTreeMap<ServerId, Node>>>,
     events: broadcast::Sender<MemberEvent>,
+    pulls: Arc<std::sync::Mutex<Option<mpsc::Receiver<Node>>>>,
 }
 
 impl Membership {
@@ -72,11 +74,14 @@ impl Membership {
         let (tx, rx) = mpsc::unbounded_channel();
         let view = Arc::new(RwLock::new(BTreeMap::new()));
         let (events, _) = broadcast::channel(1024);
+        // The driver asks for a pull at most every 15 s: a short queue is plenty.
+        let (pulls, pulls_rx) = mpsc::channel(4);
         let m = Membership {
             me,
             cmd: tx,
             view: view.clone(),
             events: events.clone(),
+            pulls: Arc::new(std::sync::Mutex::new(Some(pulls_rx))),
         };
         // Sized for a large cluster: over-estimating costs a few more datagrams per
         // membership change, under-estimating leaves members unaware of each other.
@@ -87,6 +92,7 @@ impl Membership {
             group,
             view,
             events,
+            pulls,
             cmd: m.cmd.clone(),
             dropped: 0,
             dropped_logged: None,
@@ -163,6 +169,12 @@ impl Membership {
     pub fn subscribe(&self) -> broadcast::Receiver<MemberEvent> {
         self.events.subscribe()
     }
+
+    /// The members whose view disagreed with ours for a while: pull each
+    /// one's member list and [`Membership::apply`] it. Given once; `None` after.
+    pub fn take_pulls(&self) -> Option<mpsc::Receiver<Node>> {
+        self.pulls.lock().unwrap().take()
+    }
 }
 
 struct Task {
@@ -171,6 +183,8 @@ struct Task {
     group: Option<(Datagrams, SocketAddrV4)>,
     view: Arc<RwLock<BTreeMap<ServerId, Node>>>,
     events: broadcast::Sender<MemberEvent>,
+    /// Where the driver's pulls go (see [`Membership::take_pulls`]).
+    pulls: mpsc::Sender<Node>,
     /// The task's own inbox, for the answers of liveness checks.
     cmd: mpsc::UnboundedSender<Cmd>,
     /// Datagrams dropped since the last log line, and when that was.
@@ -285,6 +299,9 @@ impl Task {
                 }
                 Output::Event(e) => {
                     let _ = self.events.send(e);
+                }
+                Output::Pull(node) => {
+                    let _ = self.pulls.try_send(node);
                 }
                 Output::Check(node) => {
                     let cmd = self.cmd.clone();

@@ -235,9 +235,9 @@ impl Budget {
 /// served) before it gives freed memory back to the system.
 const TRIM_AFTER: Duration = Duration::from_millis(500);
 /// Fewer activities than this since the last trim leave too little to give
-/// back to be worth it: an idle cluster's routine request (a member pulling
-/// our member list every 15 s) would otherwise cost each server two timer
-/// wakeups and a blocking-pool thread started and ended, twice a minute.
+/// back to be worth it: a lone request (a member pulling our member list)
+/// would otherwise cost the server two timer wakeups and a blocking-pool
+/// thread started and ended.
 const TRIM_MIN: u64 = 32;
 
 /// Gives the memory freed after a burst back to the system. glibc's malloc

@@ -20,11 +20,6 @@ use crate::membership::swim::{MemberEvent, Membership};
 /// How long dialing a member may take before it counts as unreachable.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A full exchange of member lists with one random member this often (with
-/// up to a quarter more at random, so servers do not pull in step): it heals
-/// a view split by lost or forged datagrams.
-pub const PULL_EVERY: Duration = Duration::from_secs(15);
-
 /// Where a broken connection is reported, and what owns the watch on it.
 struct Watch {
     members: Arc<Membership>,
@@ -144,30 +139,25 @@ impl Peers {
 /// a datagram, and gossip would take long to tell the rest.
 /// Runs on the server's tracker until the server stops.
 ///
-/// Also, every [`PULL_EVERY`] (plus up to a quarter at random), pulls the
-/// list of one random member; if that member does not list this server, it
-/// is announced to (the exchange goes both ways, like memberlist's
-/// push/pull). And a pooled connection that breaks is a hint to membership.
+/// Also pulls the list of a member whose view has disagreed with ours for a
+/// while (membership asks: every datagram carries its sender's view digest);
+/// if that member does not list this server, it is announced to (the
+/// exchange goes both ways, like memberlist's push/pull, but only when the
+/// views differ: an idle cluster that agrees exchanges nothing). And a
+/// pooled connection that breaks is a hint to membership.
 pub fn forget_the_departed(state: Arc<State>) {
     state.peers.watch_with(state.ctx.members.clone(), &state.ctx.rt);
     let mut events = state.ctx.members.subscribe();
     let (rt, tracker) = (state.ctx.rt.clone(), state.ctx.rt.tasks.clone());
+    let mut pulls = state.ctx.members.take_pulls();
     tracker.spawn(async move {
         let mut pulled = false;
-        // A timerfd: tokio's wheel would wake the server twice per pull.
-        let mut alarm = crate::membership::alarm::Alarm::new();
-        let mut next_pull = std::time::Instant::now() + pull_pause();
         loop {
             let next = tokio::select! {
                 e = events.recv() => e,
-                _ = alarm.until(next_pull) => {
-                    next_pull = std::time::Instant::now() + pull_pause();
-                    let members = state.ctx.members.members();
-                    if !members.is_empty() {
-                        let node = members[(ServerId::random().0 % members.len() as u64) as usize];
-                        let state = state.clone();
-                        rt.tasks.spawn(async move { pull(&state, &node).await });
-                    }
+                Some(node) = async { pulls.as_mut()?.recv().await } => {
+                    let state = state.clone();
+                    rt.tasks.spawn(async move { pull(&state, &node).await });
                     continue;
                 }
                 _ = state.ctx.rt.shutdown.cancelled() => return,
@@ -254,12 +244,6 @@ pub async fn ask(state: &State, node: &Node, req: &Request) -> Response {
     }
 }
 
-/// [`PULL_EVERY`] and up to a quarter more.
-fn pull_pause() -> Duration {
-    let spread = PULL_EVERY.as_millis() as u64 / 4;
-    PULL_EVERY + Duration::from_millis(ServerId::random().0 % spread.max(1))
-}
-
 /// Fetches `node`'s member list and hands it to our membership; if `node`
 /// does not list this server, announces this server to it.
 async fn pull(state: &State, node: &Node) {
@@ -274,8 +258,8 @@ async fn pull(state: &State, node: &Node) {
             let knows_us = members
                 .iter()
                 .any(|m: &foca::Member<Node>| m.id().id == me && m.state() != foca::State::Down);
-            // Routine every 15 s on an idle cluster: worth a line only when
-            // the peer did not know this server.
+            // A disagreement gossip would have settled too: worth a line
+            // only when the peer did not know this server.
             if knows_us {
                 debug!(peer = %node.id, members = members.len(), "pulled the member list");
             } else {
