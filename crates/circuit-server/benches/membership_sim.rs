@@ -42,8 +42,20 @@ fn main() {
     let sizes = if sizes.is_empty() { vec![3, 100, 1000] } else { sizes };
     println!("membership simulation: the driver + swim_config(n), 1 ms ± 0.5 ms one-way, 1 % loss");
     println!(
-        "{:>5} {:>5} {:>8} {:>16} {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>5} {:>6}",
-        "n", "mode", "join", "newcomer (view)", "death", "worst", "pkt/s", "B/s", "max B/s", "wake/s", "fdown", "wall"
+        "{:>5} {:>5} {:>8} {:>16} {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>5} {:>5} {:>6}",
+        "n",
+        "mode",
+        "join",
+        "newcomer (view)",
+        "death",
+        "worst",
+        "pkt/s",
+        "B/s",
+        "max B/s",
+        "wake/s",
+        "max",
+        "fdown",
+        "wall"
     );
     for n in sizes {
         let (plain, pulling) = std::thread::scope(|s| {
@@ -53,7 +65,7 @@ fn main() {
         });
         for (f, wall) in [plain, pulling] {
             println!(
-                "{:>5} {:>5} {:>8} {:>16} {:>8} {:>8} {:>8.2} {:>6.0} {:>7.0} {:>6.2} {:>5} {:>5.1}s",
+                "{:>5} {:>5} {:>8} {:>16} {:>8} {:>8} {:>8.2} {:>6.0} {:>7.0} {:>6.2} {:>5.2} {:>5} {:>5.1}s",
                 n,
                 if f.pull { "+pull" } else { "foca" },
                 secs(f.join),
@@ -64,6 +76,7 @@ fn main() {
                 f.idle.bytes_per_s,
                 f.idle.max_bytes_per_s,
                 f.idle.wakeups_per_s,
+                f.idle.max_wakeups_per_s,
                 f.counters.false_downs,
                 wall.as_secs_f64(),
             );
@@ -75,5 +88,5 @@ fn main() {
     println!("pkt/s, B/s: idle traffic sent per member (mean; max B/s: busiest member) over 60 s,");
     println!("  foca payload only (the seal adds 5 B per datagram, 45 B when keyed);");
     println!("wake/s: instants per member per second at which its driver had something to do (a server's");
-    println!("  wakeups, datagrams read together counted once); fdown: false downs.");
+    println!("  wakeups, datagrams read together counted once; max: the member that woke most); fdown: false downs.");
 }

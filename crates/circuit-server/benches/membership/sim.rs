@@ -162,6 +162,8 @@ pub struct Traffic {
     /// Wakeups per member per second (mean over live members): instants at
     /// which its driver had something to do.
     pub wakeups_per_s: f64,
+    /// Wakeups per second of the member that woke most.
+    pub max_wakeups_per_s: f64,
 }
 
 enum Event {
@@ -517,12 +519,14 @@ impl Sim {
         self.run_for(window);
         let secs = window.as_secs_f64();
         let (mut packets, mut bytes, mut max_p, mut max_b, mut n) = (0.0, 0.0, 0.0f64, 0.0f64, 0usize);
-        let mut wakeups = 0.0;
+        let (mut wakeups, mut max_w) = (0.0, 0.0f64);
         for ((m, b), w) in self.members.iter().zip(before).zip(woke) {
             if m.status != Status::Live {
                 continue;
             }
-            wakeups += (m.wakeups - w) as f64 / secs;
+            let woke = (m.wakeups - w) as f64 / secs;
+            wakeups += woke;
+            max_w = max_w.max(woke);
             let p = (m.sent.0 - b.0) as f64 / secs;
             let by = (m.sent.1 - b.1) as f64 / secs;
             packets += p;
@@ -538,6 +542,7 @@ impl Sim {
             max_packets_per_s: max_p,
             max_bytes_per_s: max_b,
             wakeups_per_s: wakeups / n,
+            max_wakeups_per_s: max_w,
         }
     }
 
@@ -1060,32 +1065,49 @@ mod tests {
         // A ping that arrives just before a member's own probe starts it at
         // once, and a member that probed early falls back a little so that
         // the next ping finds it due again (`driver::EARLY`, `driver::LAG`).
+        // The member whose own timer started its probe leads; it falls back
+        // further (`driver::LEAD_LAG`), so the lead, and the wakeup of the
+        // one ping a period that finds no probe to start, go round instead
+        // of always costing the same member. Many seeds: one run's figures
+        // move with where the 1 % losses fall.
         let mut seen = Vec::new();
-        for (n, seed) in [(3, 11), (3, 12), (3, 13), (5, 14), (10, 15)] {
-            let f = scenario(
-                SimConfig::lan(n, seed),
-                &Scenario {
-                    settle: 5 * SECOND,
-                    idle_window: 60 * SECOND,
-                    newcomer: false,
-                    victims: 0,
-                    ..Scenario::default()
-                },
-            );
-            assert!(f.join.is_some(), "{n} members converge");
-            assert_eq!(f.counters.false_downs, 0);
-            seen.push((n, seed, f.idle));
+        for (n, seeds) in [(3, 100..120), (5, 100..110), (10, 100..105)] {
+            for seed in seeds {
+                let f = scenario(
+                    SimConfig::lan(n, seed),
+                    &Scenario {
+                        settle: 5 * SECOND,
+                        idle_window: 60 * SECOND,
+                        newcomer: false,
+                        victims: 0,
+                        ..Scenario::default()
+                    },
+                );
+                assert!(f.join.is_some(), "{n} members converge");
+                assert_eq!(f.counters.false_downs, 0);
+                // Probes start at most EARLY sooner, LEAD_LAG later: traffic stays put.
+                assert!(
+                    f.idle.packets_per_s > 2.0 && f.idle.packets_per_s < 3.5,
+                    "{n} members, seed {seed}: {:?}",
+                    f.idle
+                );
+                seen.push((n, f.idle));
+            }
         }
-        let shown = format!("{seen:#?}");
-        eprintln!("{shown}");
-        // Without: 3.84 to 4.16 in these runs (mean 3.95); with: 2.96 to 3.58.
-        let mean = seen.iter().map(|(_, _, idle)| idle.wakeups_per_s).sum::<f64>() / seen.len() as f64;
-        assert!(mean < 3.5, "mean {mean:.2}: {shown}");
-        for (_, _, idle) in &seen {
-            assert!(idle.wakeups_per_s < 3.7, "{shown}");
-            // Probes start at most EARLY sooner, LAG later: traffic stays put.
-            assert!(idle.packets_per_s > 2.0 && idle.packets_per_s < 3.5, "{shown}");
-        }
+        let mean = |n: Option<usize>, of: fn(&Traffic) -> f64| {
+            let v: Vec<f64> = seen
+                .iter()
+                .filter(|s| n.is_none_or(|n| s.0 == n))
+                .map(|s| of(&s.1))
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        let (all, max3) = (mean(None, |t| t.wakeups_per_s), mean(Some(3), |t| t.max_wakeups_per_s));
+        eprintln!("wakeups/s per member: mean {all:.3}; 3 members, the busiest: {max3:.3}");
+        // Without EARLY and LAG: 3.89 over these runs; with them, 3.24.
+        assert!(all < 3.5, "mean {all:.2}");
+        // Without LEAD_LAG the busiest of 3 wakes 3.44 times/s; with it 3.14.
+        assert!(max3 < 3.25, "the busiest of 3 members: {max3:.2}");
     }
 
     #[test]

@@ -58,6 +58,14 @@ pub const EARLY: Duration = Duration::from_millis(200);
 /// puts such a member just behind the one that pinged it, where the next
 /// ping from it finds its probe due and starts it: one wakeup instead of two.
 pub const LAG: Duration = Duration::from_millis(10);
+/// How much later a member probes again after a probe its own timer
+/// started. Such a member leads: the others' probes follow its ping, and
+/// the one ping per period that finds no probe left to start (it reaches a
+/// member that already probed) costs its receiver a wakeup of its own, most
+/// often the leader's. Falling back behind the followers ([`LAG`]) hands the
+/// lead, and that wakeup, to another member: it goes round instead of
+/// always falling on the same server.
+pub const LEAD_LAG: Duration = Duration::from_millis(20);
 
 /// A member whose datagrams carry a view digest other than ours for this
 /// long (gossip settles a change well within it) has its list pulled.
@@ -190,6 +198,8 @@ pub struct Driver {
     config: foca::Config,
     /// foca just said no other member is reachable (see `flush`).
     went_alone: bool,
+    /// A ping is starting our probe ([`EARLY`]), not our timer.
+    early: bool,
     /// The digest of the view and `me`, if computed since they changed.
     digest: Option<[u8; DIGEST_LEN]>,
     /// Members whose datagrams disagree with our view, since when.
@@ -226,6 +236,7 @@ impl Driver {
             leaving: false,
             config,
             went_alone: false,
+            early: false,
             digest: None,
             disagree: HashMap::new(),
             pulled_at: None,
@@ -343,10 +354,20 @@ impl Driver {
             p.at = p.at.min(now);
         }
         self.timers = timers.into();
+        self.early = true;
         self.tick(now);
+        self.early = false;
+        self.put_off_probe(now, LAG);
+    }
+
+    /// Puts the next probe (scheduled after `now`) off by `by`.
+    fn put_off_probe(&mut self, now: Instant, by: Duration) {
         let mut timers = std::mem::take(&mut self.timers).into_vec();
-        for p in timers.iter_mut().filter(|p| probe(p) && p.at > now) {
-            p.at += LAG;
+        for p in timers
+            .iter_mut()
+            .filter(|p| matches!(p.timer, Timer::ProbeRandomMember(_)) && p.at > now)
+        {
+            p.at += by;
         }
         self.timers = timers.into();
     }
@@ -456,6 +477,7 @@ impl Driver {
 
     /// Runs every timer due at `now`, and the alone check if due.
     pub fn tick(&mut self, now: Instant) {
+        let mut led = false;
         while self.timers.peek().is_some_and(|p| p.at <= now) {
             let Some(p) = self.timers.pop() else { break };
             let indirect = match &p.timer {
@@ -463,6 +485,7 @@ impl Driver {
                 _ => None,
             };
             let next_probe = matches!(p.timer, Timer::ProbeRandomMember(_));
+            led |= next_probe && !self.early;
             let mut r = self.swim.handle_timer(p.timer, &mut self.rt);
             if next_probe {
                 // foca notes that the answered probe skipped its indirect
@@ -481,6 +504,9 @@ impl Driver {
             {
                 self.out.push_back(Output::Check(n));
             }
+        }
+        if led {
+            self.put_off_probe(now, LEAD_LAG);
         }
         if self.gossip_at.is_some_and(|g| g <= now) {
             self.gossip_at = None;
@@ -968,8 +994,9 @@ mod tests {
             .run_until(10 * SECOND, |net| (0..2).all(|i| net.view(i) == vec![n[1 - i].id]))
             .expect("death detected");
         // At least a probe's round trip and the suspicion (700 ms); at most
-        // two probe periods more.
-        assert!(gone > 700 * MS && gone <= 2 * SECOND, "detection took {gone:?}");
+        // two probe periods more (a leader's period is LEAD_LAG longer).
+        let most = 700 * MS + 2 * (PROBE_PERIOD + LEAD_LAG);
+        assert!(gone > 700 * MS && gone <= most, "detection took {gone:?}");
         for i in 0..2 {
             let events = net.events(i);
             assert_eq!(events.last(), Some(&MemberEvent::Left(n[2].id)), "{events:?}");
