@@ -86,7 +86,7 @@ fn main() {
     println!("newcomer: one more member joins the settled cluster, until every view is complete again;");
     println!("death: from a kill until no member lists the victim (median, worst of 5);");
     println!("pkt/s, B/s: idle traffic sent per member (mean; max B/s: busiest member) over 60 s,");
-    println!("  foca payload only (the seal adds 5 B per datagram, 45 B when keyed);");
+    println!("  digest + foca payload (the seal adds 5 B per datagram, 45 B when keyed);");
     println!("wake/s: instants per member per second at which its driver had something to do (a server's");
     println!("  wakeups, datagrams read together counted once; max: the member that woke most); fdown: false downs.");
 }
