@@ -340,3 +340,62 @@ async fn listens(node: &Node) -> Option<bool> {
         Err(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn node_at(addr: SocketAddr, id: u64) -> Node {
+        Node {
+            id: ServerId(id),
+            addr,
+            pid: 1,
+            started: 1,
+            incarnation: 0,
+        }
+    }
+
+    /// A member whose datagrams keep carrying a digest other than ours is
+    /// handed to whoever took [`Membership::take_pulls`]: the real task,
+    /// over real UDP on loopback, against a driver run by hand whose
+    /// datagrams get their digest spoiled on the way.
+    #[tokio::test]
+    async fn a_member_that_keeps_disagreeing_is_handed_over_for_a_pull() {
+        let sa = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sb = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (a, b) = (
+            node_at(sa.local_addr().unwrap(), 1),
+            node_at(sb.local_addr().unwrap(), 2),
+        );
+        let m = Membership::spawn(a, Datagrams::new(sa).unwrap(), None, Vec::new(), None);
+        let mut pulls = m.take_pulls().expect("the pulls, once");
+        assert!(m.take_pulls().is_none());
+        let mut d = Driver::new(b, swim_config(8), 5, vec![a], Instant::now());
+        let mut buf = vec![0u8; MAX_DATAGRAM + 64];
+        let end = Instant::now() + Duration::from_secs(10);
+        let pulled = loop {
+            assert!(Instant::now() < end, "no pull asked for within 10 s");
+            while let Some(out) = d.poll_output() {
+                if let Output::Send { to, mut data } = out {
+                    data[0] ^= 0xff; // another view than the one it holds
+                    sb.send_to(&beacon::seal_bytes(MAGIC, PURPOSE, &data, None), to.addr)
+                        .await
+                        .unwrap();
+                }
+            }
+            let wait = d.next_deadline().saturating_duration_since(Instant::now());
+            tokio::select! {
+                r = sb.recv_from(&mut buf) => {
+                    let (n, from) = r.unwrap();
+                    let body = beacon::open_bytes(MAGIC, PURPOSE, &buf[..n], None).expect("sealed");
+                    let _ = d.handle_data(Instant::now(), from, &body);
+                }
+                _ = tokio::time::sleep(wait.min(Duration::from_millis(50))) => d.tick(Instant::now()),
+                p = pulls.recv() => break p.expect("a member to pull"),
+            }
+        };
+        assert_eq!(pulled.id, b.id);
+        assert_eq!(m.get(b.id).map(|n| n.addr), Some(b.addr), "a member all along");
+    }
+}
