@@ -701,7 +701,6 @@ impl Sim {
                 }
                 // The member asked woke to answer, too.
                 self.called(from);
-                self.drain(from);
                 self.called(member);
                 self.drain(member);
             }

@@ -136,6 +136,13 @@ struct Pending {
     timer: Timer<Node>,
 }
 
+impl Pending {
+    /// The timer that starts the next probe.
+    fn is_probe(&self) -> bool {
+        matches!(self.timer, Timer::ProbeRandomMember(_))
+    }
+}
+
 impl PartialEq for Pending {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
@@ -198,8 +205,6 @@ pub struct Driver {
     config: foca::Config,
     /// foca just said no other member is reachable (see `flush`).
     went_alone: bool,
-    /// A ping is starting our probe ([`EARLY`]), not our timer.
-    early: bool,
     /// The digest of the view and `me`, if computed since they changed.
     digest: Option<[u8; DIGEST_LEN]>,
     /// Members whose datagrams disagree with our view, since when.
@@ -236,7 +241,6 @@ impl Driver {
             leaving: false,
             config,
             went_alone: false,
-            early: false,
             digest: None,
             disagree: HashMap::new(),
             pulled_at: None,
@@ -341,32 +345,26 @@ impl Driver {
     /// Starts the next probe now if it is due within [`EARLY`], and puts the
     /// one after it off by [`LAG`] (see there).
     fn probe_early(&mut self, now: Instant) {
-        let probe = |p: &Pending| matches!(p.timer, Timer::ProbeRandomMember(_));
         if !self
             .timers
             .iter()
-            .any(|p| probe(p) && p.at > now && p.at <= now + EARLY)
+            .any(|p| p.is_probe() && p.at > now && p.at <= now + EARLY)
         {
             return;
         }
         let mut timers = std::mem::take(&mut self.timers).into_vec();
-        for p in timers.iter_mut().filter(|p| probe(p)) {
+        for p in timers.iter_mut().filter(|p| p.is_probe()) {
             p.at = p.at.min(now);
         }
         self.timers = timers.into();
-        self.early = true;
-        self.tick(now);
-        self.early = false;
+        self.run_timers(now, true);
         self.put_off_probe(now, LAG);
     }
 
     /// Puts the next probe (scheduled after `now`) off by `by`.
     fn put_off_probe(&mut self, now: Instant, by: Duration) {
         let mut timers = std::mem::take(&mut self.timers).into_vec();
-        for p in timers
-            .iter_mut()
-            .filter(|p| matches!(p.timer, Timer::ProbeRandomMember(_)) && p.at > now)
-        {
+        for p in timers.iter_mut().filter(|p| p.is_probe() && p.at > now) {
             p.at += by;
         }
         self.timers = timers.into();
@@ -477,6 +475,12 @@ impl Driver {
 
     /// Runs every timer due at `now`, and the alone check if due.
     pub fn tick(&mut self, now: Instant) {
+        self.run_timers(now, false);
+    }
+
+    /// [`Driver::tick`]; `early` when a ping starts our probe ([`EARLY`]),
+    /// not our timer.
+    fn run_timers(&mut self, now: Instant, early: bool) {
         let mut led = false;
         while self.timers.peek().is_some_and(|p| p.at <= now) {
             let Some(p) = self.timers.pop() else { break };
@@ -484,8 +488,8 @@ impl Driver {
                 Timer::SendIndirectProbe { probed_id, .. } => Some(*probed_id),
                 _ => None,
             };
-            let next_probe = matches!(p.timer, Timer::ProbeRandomMember(_));
-            led |= next_probe && !self.early;
+            let next_probe = p.is_probe();
+            led |= next_probe && !early;
             let mut r = self.swim.handle_timer(p.timer, &mut self.rt);
             if next_probe {
                 // foca notes that the answered probe skipped its indirect

@@ -151,13 +151,16 @@ pub fn forget_the_departed(state: Arc<State>) {
     let (rt, tracker) = (state.ctx.rt.clone(), state.ctx.rt.tasks.clone());
     let mut pulls = state.ctx.members.take_pulls();
     tracker.spawn(async move {
+        let spawn_pull = |node: Node| {
+            let state = state.clone();
+            rt.tasks.spawn(async move { pull(&state, &node).await });
+        };
         let mut pulled = false;
         loop {
             let next = tokio::select! {
                 e = events.recv() => e,
                 Some(node) = async { pulls.as_mut()?.recv().await } => {
-                    let state = state.clone();
-                    rt.tasks.spawn(async move { pull(&state, &node).await });
+                    spawn_pull(node);
                     continue;
                 }
                 _ = state.ctx.rt.shutdown.cancelled() => return,
@@ -172,8 +175,7 @@ pub fn forget_the_departed(state: Arc<State>) {
                 Ok(MemberEvent::Joined(id)) if !pulled => {
                     pulled = true;
                     if let Some(node) = state.ctx.members.get(id) {
-                        let state = state.clone();
-                        rt.tasks.spawn(async move { pull(&state, &node).await });
+                        spawn_pull(node);
                     }
                 }
                 Ok(MemberEvent::Joined(_)) => {}
@@ -258,8 +260,8 @@ async fn pull(state: &State, node: &Node) {
             let knows_us = members
                 .iter()
                 .any(|m: &foca::Member<Node>| m.id().id == me && m.state() != foca::State::Down);
-            // A disagreement gossip would have settled too: worth a line
-            // only when the peer did not know this server.
+            // Routine after a join or a disagreement: worth a line only
+            // when the peer did not know this server.
             if knows_us {
                 debug!(peer = %node.id, members = members.len(), "pulled the member list");
             } else {
