@@ -62,6 +62,45 @@ pub fn open_bytes(magic: &[u8; 4], purpose: &str, buf: &[u8], key: Option<&Key>)
     }
 }
 
+/// Why a datagram did not open, in terms an operator can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unopened {
+    /// Of the same kind but another version of its wire format (the magic's
+    /// first three bytes agree, the fourth does not): `theirs` is its magic.
+    OtherVersion {
+        /// The datagram's magic, e.g. `CRM1`.
+        theirs: [u8; 4],
+    },
+    /// Sealed with a key, and we have none.
+    Sealed,
+    /// Not sealed, and we have a key.
+    Unsealed,
+    /// Sealed, but not with our key, or corrupted on the way.
+    OtherKey,
+    /// Not a datagram of this kind at all.
+    Foreign,
+}
+
+/// Why [`open_bytes`] refused `buf`. Only for datagrams it refused: it
+/// does not decrypt, so a sealed datagram is taken to be under another key.
+pub fn why_unopened(magic: &[u8; 4], buf: &[u8], key: Option<&Key>) -> Unopened {
+    let Some((head, rest)) = buf.split_first_chunk::<4>() else {
+        return Unopened::Foreign;
+    };
+    if head != magic {
+        return match head[..3] == magic[..3] && head[3].is_ascii_digit() {
+            true => Unopened::OtherVersion { theirs: *head },
+            false => Unopened::Foreign,
+        };
+    }
+    match (rest.first(), key) {
+        (Some(1), None) => Unopened::Sealed,
+        (Some(0), Some(_)) => Unopened::Unsealed,
+        (Some(1), Some(_)) => Unopened::OtherKey,
+        _ => Unopened::Foreign,
+    }
+}
+
 /// Encodes a beacon, sealed when a key is given.
 pub fn seal(b: &Beacon, key: Option<&Key>) -> Vec<u8> {
     let body = postcard::to_allocvec(b).expect("beacon encodes");
@@ -76,6 +115,28 @@ pub fn open(buf: &[u8], key: Option<&Key>) -> Option<Beacon> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_datagram_says_why() {
+        let k = Key::from_base64(&Key::generate(), "t").unwrap();
+        let other = Key::from_base64(&Key::generate(), "t").unwrap();
+        let m = b"CRM2";
+        let why = |buf: &[u8], key| {
+            assert_eq!(open_bytes(m, "p", buf, key), None, "{buf:?} opens");
+            why_unopened(m, buf, key)
+        };
+        assert_eq!(why(&seal_bytes(m, "p", b"x", Some(&k)), None), Unopened::Sealed);
+        assert_eq!(why(&seal_bytes(m, "p", b"x", None), Some(&k)), Unopened::Unsealed);
+        assert_eq!(
+            why(&seal_bytes(m, "p", b"x", Some(&other)), Some(&k)),
+            Unopened::OtherKey
+        );
+        let old = seal_bytes(b"CRM1", "p", b"x", None);
+        assert_eq!(why(&old, None), Unopened::OtherVersion { theirs: *b"CRM1" });
+        for foreign in [&b""[..], b"CRM", b"CRM2", b"CRM2\x07", b"CRMx\x00", b"GET / HTTP/1.1"] {
+            assert_eq!(why(foreign, None), Unopened::Foreign, "{foreign:?}");
+        }
+    }
 
     #[test]
     fn sealed_only_opens_with_the_key() {

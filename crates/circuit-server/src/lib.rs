@@ -256,6 +256,11 @@ impl Server {
             console::spawn(state.clone(), listener, config);
         }
         net::peers::forget_the_departed(state.clone());
+        if let Some(seed) = state.config.join.as_ref().filter(|u| u.id != state.ctx.id)
+            && let Some(seed) = membership::node::Node::from_url(seed)
+        {
+            net::peers::watch_join(state.clone(), seed);
+        }
         elements::server::events::announce_members(state.ctx.clone());
         let accept = net::serve(state.clone(), self.listener);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

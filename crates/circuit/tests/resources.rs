@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, TestServer, bin, eventually, fails, ok, run_cli};
+use common::{TempDir, TestServer, bin, eventually, fails, ok, run_cli, stdout};
 
 /// A server started with its open-file limit set to `soft` (and `hard`, if
 /// given) before `exec`, as a shell's `ulimit -n` would.
@@ -226,19 +226,77 @@ fn refusals_are_logged_once_each_with_what_was_seen() {
         "{log}"
     );
 
-    // Datagrams that are not membership's, counted.
+    // Datagrams that are not membership's, counted: the first is logged at
+    // once, with what to do about it; the rest wait for the next line.
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(b"CRM1\0an older server's membership datagram", to).unwrap();
     for _ in 0..20 {
         udp.send_to(b"forged membership datagram", to).unwrap();
     }
-    let line = "ignored membership datagrams that did not open";
+    let line = "ignored membership datagrams: 1 from a server of another circuit version \
+                (wire format CRM1, ours CRM2): run one version on every server";
     assert!(
         eventually(Duration::from_secs(10), || srv.log().contains(line)),
         "{}",
         srv.log()
     );
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(lines_with(&srv.log(), line), 1, "{}", srv.log());
+    assert_eq!(
+        lines_with(&srv.log(), "ignored membership datagrams"),
+        1,
+        "{}",
+        srv.log()
+    );
+}
+
+/// A join that does not happen says why on the joining server: the seed
+/// ignores its datagrams in silence (another key), or is not there.
+#[test]
+fn a_join_that_fails_says_why() {
+    let dir = TempDir::new("joinwhy");
+    let key = dir.0.join("key");
+    std::fs::write(&key, ok(run_cli(&["keygen"], b"", &[]))).unwrap();
+    let key = key.to_str().unwrap();
+    let seed = TestServer::start(&["-hmac", key]);
+    let keyless = TestServer::start(&["-j", &seed.url]);
+    let keyed = TestServer::start(&["-hmac", key, "-j", &seed.url]);
+    let nobody = TestServer::start(&["-j", "circuit://127.0.0.1:1/1/X0000000000000001"]);
+    let why = format!(
+        "not joined the cluster of {} after 2 s: server {} is not reachable \
+         (the server requires a key: give -hmac FILE",
+        &seed.id[1..],
+        &seed.id[1..]
+    );
+    let nobody_why = "not joined the cluster of X0000000000000001 after 2 s: server X0000000000000001 \
+                      is not reachable (Connection refused";
+    assert!(
+        eventually(Duration::from_secs(15), || keyless.log().contains(&why)
+            && nobody.log().contains(nobody_why)),
+        "keyless: {}\nnobody: {}",
+        keyless.log(),
+        nobody.log()
+    );
+    assert!(!keyless.log().contains("it may have just left"), "{}", keyless.log());
+    // The seed says what it ignored, and what to do.
+    assert!(
+        eventually(Duration::from_secs(5), || seed.log().contains(
+            "not sealed, and this server has a cluster key: give every server the same key file"
+        )),
+        "{}",
+        seed.log()
+    );
+    // A join that works says nothing of the kind.
+    let joined = |srv: &TestServer| {
+        let o = srv.cli("ls", &["-hmac", key, "/"]);
+        o.status.success() && stdout(&o).lines().count() == 2
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || joined(&keyed)),
+        "{}",
+        keyed.log()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!keyed.log().contains("not joined"), "{}", keyed.log());
 }
 
 /// A clean stop, after ordinary work, logs no warning.

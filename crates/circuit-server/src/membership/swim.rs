@@ -10,7 +10,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use circuit_proto::beacon::{self, Beacon, MAX_DATAGRAM};
+use circuit_proto::beacon::{self, Beacon, MAX_DATAGRAM, Unopened};
 use circuit_proto::{Key, ServerId};
 use foca::Member;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::alarm::Alarm;
 pub use super::driver::MemberEvent;
-use super::driver::{Driver, Output};
+use super::driver::{Driver, Output, Refusal};
 use super::node::{Node, swim_config};
 use super::udp::Datagrams;
 
@@ -94,7 +94,7 @@ impl Membership {
             events,
             pulls,
             cmd: m.cmd.clone(),
-            dropped: 0,
+            dropped: Dropped::default(),
             dropped_logged: None,
         };
         tokio::spawn(task.run(driver, rx));
@@ -187,8 +187,8 @@ struct Task {
     pulls: mpsc::Sender<Node>,
     /// The task's own inbox, for the answers of liveness checks.
     cmd: mpsc::UnboundedSender<Cmd>,
-    /// Datagrams dropped since the last log line, and when that was.
-    dropped: u64,
+    /// Datagrams dropped since the last log line.
+    dropped: Dropped,
     /// When a dropped datagram was last logged (the first is logged at once).
     dropped_logged: Option<tokio::time::Instant>,
 }
@@ -208,15 +208,16 @@ impl Task {
             tokio::select! {
                 r = self.sock.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r {
-                        let ok = match beacon::open_bytes(MAGIC, PURPOSE, &buf[..n], self.key.as_ref()) {
-                            Some(body) => driver.handle_data(now(), from, &body).is_ok(),
+                        let why = match beacon::open_bytes(MAGIC, PURPOSE, &buf[..n], self.key.as_ref()) {
+                            Some(body) => driver.handle_data(now(), from, &body).err().map(Why::Refused),
                             None => {
-                                debug!(%from, "ignored a membership datagram not sealed with our key");
-                                false
+                                let why = beacon::why_unopened(MAGIC, &buf[..n], self.key.as_ref());
+                                debug!(%from, ?why, "ignored a membership datagram that did not open");
+                                Some(Why::Unopened(why))
                             }
                         };
-                        if !ok {
-                            self.count_dropped(from);
+                        if let Some(why) = why {
+                            self.count_dropped(from, why);
                         }
                     }
                 }
@@ -261,12 +262,12 @@ impl Task {
     }
 
     /// Counts a dropped datagram; logs the count at most every 10 s.
-    fn count_dropped(&mut self, from: SocketAddr) {
-        self.dropped += 1;
+    fn count_dropped(&mut self, from: SocketAddr, why: Why) {
+        self.dropped.count(why);
         let t = tokio::time::Instant::now();
         if self.dropped_logged.is_none_or(|last| t >= last + DROPPED_LOG_EVERY) {
-            warn!(last_from = %from, count = self.dropped, "ignored membership datagrams that did not open or did not agree with what we know (forged, corrupted, not sealed with our key, or claiming a known server's address)");
-            self.dropped = 0;
+            let d = std::mem::take(&mut self.dropped);
+            warn!(last_from = %from, count = d.total(), "ignored membership datagrams: {}", d.summary());
             self.dropped_logged = Some(t);
         }
     }
@@ -341,10 +342,116 @@ async fn listens(node: &Node) -> Option<bool> {
     }
 }
 
+/// Why a membership datagram was ignored.
+#[derive(Clone, Copy, Debug)]
+enum Why {
+    Unopened(Unopened),
+    Refused(Refusal),
+}
+
+/// Ignored datagrams since the last log line, counted by what an operator
+/// would do about them.
+#[derive(Default)]
+struct Dropped {
+    /// Another circuit version's wire format, and the last one seen.
+    version: u64,
+    theirs: Option<[u8; 4]>,
+    /// Sealed while we have no key.
+    sealed: u64,
+    /// Plain while we have a key.
+    unsealed: u64,
+    /// Sealed under another key, or corrupted.
+    other_key: u64,
+    /// Not membership's, or not a message of foca's.
+    garbled: u64,
+    /// Opened, but claiming what contradicts a known member.
+    contradicts: u64,
+}
+
+impl Dropped {
+    fn count(&mut self, why: Why) {
+        match why {
+            Why::Unopened(Unopened::OtherVersion { theirs }) => {
+                self.version += 1;
+                self.theirs = Some(theirs);
+            }
+            Why::Unopened(Unopened::Sealed) => self.sealed += 1,
+            Why::Unopened(Unopened::Unsealed) => self.unsealed += 1,
+            Why::Unopened(Unopened::OtherKey) => self.other_key += 1,
+            Why::Unopened(Unopened::Foreign) | Why::Refused(Refusal::Garbled) => self.garbled += 1,
+            Why::Refused(Refusal::WrongSource | Refusal::Rewrites | Refusal::Usurps) => self.contradicts += 1,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.version + self.sealed + self.unsealed + self.other_key + self.garbled + self.contradicts
+    }
+
+    /// One line: each kind seen, and what to do about it.
+    fn summary(&self) -> String {
+        let theirs = self
+            .theirs
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .unwrap_or_default();
+        let ours = String::from_utf8_lossy(MAGIC);
+        [
+            (
+                self.version,
+                format!(
+                    "from a server of another circuit version (wire format {theirs}, ours {ours}): run one version on every server"
+                ),
+            ),
+            (
+                self.sealed,
+                "sealed with a cluster key, and this server has none: give every server the same key file (-hmac FILE)".into(),
+            ),
+            (
+                self.unsealed,
+                "not sealed, and this server has a cluster key: give every server the same key file (-hmac FILE)".into(),
+            ),
+            (
+                self.other_key,
+                "sealed with another cluster key or corrupted: check that every server has the same key file".into(),
+            ),
+            (self.garbled, "not membership's, or corrupted".into()),
+            (
+                self.contradicts,
+                "contradicting a known server (sent from another address, rewriting its address, or claiming it): forged or corrupted".into(),
+            ),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn ignored_datagrams_are_summed_up_by_what_to_do() {
+        let mut d = Dropped::default();
+        assert_eq!(d.total(), 0);
+        d.count(Why::Unopened(Unopened::OtherVersion { theirs: *b"CRM1" }));
+        assert_eq!(
+            d.summary(),
+            "1 from a server of another circuit version (wire format CRM1, ours CRM2): run one version on every server"
+        );
+        for _ in 0..3 {
+            d.count(Why::Unopened(Unopened::Foreign));
+        }
+        d.count(Why::Refused(Refusal::Garbled));
+        d.count(Why::Refused(Refusal::Rewrites));
+        d.count(Why::Unopened(Unopened::Sealed));
+        assert_eq!(d.total(), 7);
+        let s = d.summary();
+        assert!(s.contains("; 1 sealed with a cluster key, and this server has none: give every server the same key file (-hmac FILE); 4 not membership's, or corrupted; 1 contradicting a known server"), "{s}");
+        assert!(!s.contains('\n') && !s.contains("not sealed"), "{s}");
+    }
 
     fn node_at(addr: SocketAddr, id: u64) -> Node {
         Node {

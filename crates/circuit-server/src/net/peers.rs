@@ -11,7 +11,7 @@ use circuit_proto::frame::write_frame;
 use circuit_proto::secure::client_handshake;
 use circuit_proto::{ErrorKind, Key, Request, Response, ServerId, WireError};
 use tokio::net::TcpStream;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::State;
 use crate::membership::node::Node;
@@ -19,6 +19,10 @@ use crate::membership::swim::{MemberEvent, Membership};
 
 /// How long dialing a member may take before it counts as unreachable.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a join may take before this server asks the seed why not.
+const JOIN_WAIT: Duration = Duration::from_secs(2);
+/// How often it asks again while it still has not joined.
+const JOIN_RETRY: Duration = Duration::from_secs(30);
 
 /// Where a broken connection is reported, and what owns the watch on it.
 struct Watch {
@@ -41,12 +45,12 @@ pub struct Peers {
 fn unreachable(node: &Node, why: impl std::fmt::Display) -> WireError {
     WireError::new(
         ErrorKind::NoServer,
-        format!(
-            "server {} is not reachable ({why}); it may have just left the cluster",
-            node.id
-        ),
+        format!("server {} is not reachable ({why}){MAY_HAVE_LEFT}", node.id),
     )
 }
+
+/// The end of [`unreachable`]'s message: a guess that does not fit a seed.
+const MAY_HAVE_LEFT: &str = "; it may have just left the cluster";
 
 impl Peers {
     /// No connections yet.
@@ -153,7 +157,9 @@ pub fn forget_the_departed(state: Arc<State>) {
     tracker.spawn(async move {
         let spawn_pull = |node: Node| {
             let state = state.clone();
-            rt.tasks.spawn(async move { pull(&state, &node).await });
+            rt.tasks.spawn(async move {
+                let _ = pull(&state, &node).await;
+            });
         };
         let mut pulled = false;
         loop {
@@ -246,9 +252,44 @@ pub async fn ask(state: &State, node: &Node, req: &Request) -> Response {
     }
 }
 
+/// Until this server has joined a cluster, says why not: `JOIN_WAIT` after
+/// start, then every `JOIN_RETRY`, the member list is pulled from `seed` (the
+/// server of `-j URL`) over a connection. A join is otherwise all datagrams,
+/// which a seed that cannot open them (another key, another version) or a
+/// host that drops them ignores in silence; the connection names the cause
+/// ("requires a cluster key", "connection refused"), and when it succeeds
+/// the pull joins on its own.
+pub fn watch_join(state: Arc<State>, seed: Node) {
+    let tracker = state.ctx.rt.tasks.clone();
+    tracker.spawn(async move {
+        let (started, mut wait) = (std::time::Instant::now(), JOIN_WAIT);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = state.ctx.rt.shutdown.cancelled() => return,
+            }
+            if state.ctx.members.len() > 1 {
+                return;
+            }
+            if let Err(e) = pull(&state, &seed).await {
+                warn!(
+                    peer = %seed.id,
+                    addr = %seed.addr,
+                    "not joined the cluster of {} after {} s: {}; trying again every {} s",
+                    seed.id,
+                    started.elapsed().as_secs(),
+                    e.message.trim_end_matches(MAY_HAVE_LEFT),
+                    JOIN_RETRY.as_secs()
+                );
+            }
+            wait = JOIN_RETRY;
+        }
+    });
+}
+
 /// Fetches `node`'s member list and hands it to our membership; if `node`
 /// does not list this server, announces this server to it.
-async fn pull(state: &State, node: &Node) {
+async fn pull(state: &State, node: &Node) -> Result<(), WireError> {
     let req = Request::new(circuit_proto::Path::server(node.id), circuit_proto::ServerOp::Members);
     match ask(state, node, &req).await {
         Ok(circuit_proto::Reply::Members(members)) => {
@@ -273,6 +314,10 @@ async fn pull(state: &State, node: &Node) {
             }
         }
         Ok(_) => {}
-        Err(e) => debug!(peer = %node.id, error = %e, "could not pull the member list"),
+        Err(e) => {
+            debug!(peer = %node.id, error = %e, "could not pull the member list");
+            return Err(e);
+        }
     }
+    Ok(())
 }
