@@ -326,6 +326,11 @@ fn the_console_resets_opens_and_closes_a_breakers_keys_as_the_cli_does() {
         404,
         "nothing",
     );
+    one_line(
+        json!({"Path": 3, "Action": "scrub"}),
+        422,
+        "bad request body: Failed to deserialize the JSON body into the target type: Path: invalid type: integer `3`",
+    );
     assert!(console_key(addr, &path, "nobody").is_null());
     assert!(a.log().contains("console action"), "{}", a.log());
     assert!(a.log().contains("op=\"reset\""), "{}", a.log());

@@ -444,12 +444,31 @@ fn action_op(body: &ActionBody) -> Result<Op, String> {
     })
 }
 
+/// A JSON request body. One that is not JSON, or not of the right shape, is
+/// refused with axum's status and its one-line reason, in the console's
+/// error form (`{"Error": "bad request body: …"}`), not as plain text.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(t)) => Ok(Body(t)),
+            Err(r) => Err(error(
+                r.status(),
+                format!("bad request body: {}", r.body_text().replace('\n', " ")),
+            )),
+        }
+    }
+}
+
 /// `POST /api/action` `{"Path", "Action", "N", "Signal"}`: the result, or
 /// the server's one-line error.
 pub async fn action(
     State(app): AppState,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(body): Json<ActionBody>,
+    Body(body): Body<ActionBody>,
 ) -> Response {
     let path = match parse_path(&body.path) {
         Ok(p) => p,
@@ -489,7 +508,7 @@ pub struct MakeBody {
 pub async fn make(
     State(app): AppState,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(body): Json<MakeBody>,
+    Body(body): Body<MakeBody>,
 ) -> Response {
     let path = match parse_path(&body.path) {
         Ok(p) => p,
