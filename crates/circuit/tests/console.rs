@@ -500,9 +500,21 @@ fn with_a_key_every_request_needs_a_session_from_a_one_time_login_url() {
     let r = post(addr, "/api/action", &good, &incr);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["Result"], 2);
-    // Logged out: the session is gone.
+    // Logged out: the session is gone, and so is its event stream.
+    let mut sse = Sse::open(addr, "/api/events", &c);
+    assert_eq!(sse.status, 200);
+    sse.until(Duration::from_secs(10), "stats", |_| true)
+        .expect("stats while logged in");
     assert_eq!(post(addr, "/logout", &good, &json!({})).status, 200);
     assert_eq!(get(addr, "/api/cluster", &c).status, 401);
+    let ended = sse.until(Duration::from_secs(10), "ended", |_| true);
+    assert!(
+        ended
+            .as_deref()
+            .is_some_and(|d| d.contains("log in again with `circuit console-login`")),
+        "{ended:?}"
+    );
+    assert_eq!(sse.next(Duration::from_secs(10)), None, "the stream closes");
     assert!(srv.log().contains("console login"), "{}", srv.log());
 }
 

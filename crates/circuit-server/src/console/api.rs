@@ -328,8 +328,11 @@ pub async fn output(State(app): AppState, Query(q): Query<OutputQuery>) -> Respo
 /// the cluster (the `circuit events` feed, one JSON object as the CLI
 /// prints it) as soon as it comes; `stats` the cluster's statistics
 /// (`circuit stats /`) every [`STATS_EVERY`]; `hello` comes first, `gone`
-/// if the feed ends.
-pub async fn events(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+/// if the feed ends. With a key, the stream lasts as long as the session that
+/// opened it: once that is logged out or expired, `ended` says so and the
+/// stream closes (it does not extend the session).
+pub async fn events(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    let session = session_id(&headers);
     let req = Request::new(Path::root(), AnchorOp::Events);
     let mut feed = match app.link.open(&req).await {
         Ok((_, s)) => s,
@@ -342,11 +345,15 @@ pub async fn events(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketA
         .data(json!({"Server": app.link.me().to_string(), "StatsEvery": STATS_EVERY.as_secs_f64()}).to_string());
     let _ = tx.try_send(hello);
     let events_tx = tx.clone();
+    // Cancelled when the session ends: both tasks stop, and so the stream.
+    let ended = tokio_util::sync::CancellationToken::new();
+    let events_end = ended.clone();
     tokio::spawn(async move {
         loop {
             let next = tokio::select! {
                 ev = frame::read_frame::<Event, _>(&mut feed) => ev,
                 _ = events_tx.closed() => break,
+                _ = events_end.cancelled() => break,
             };
             let msg = match next {
                 Ok(ev) => SseEvent::default().event("event").data(ev.to_json_line()),
@@ -375,6 +382,19 @@ pub async fn events(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketA
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = tx.closed() => break,
+            }
+            if !app.auth.alive(session.as_deref(), unix_now()) {
+                info!(%peer, "console: the session of an event stream ended: closing it");
+                let why = "the console session ended (logged out, or idle too long): log in again with `circuit console-login`";
+                let _ = tx
+                    .send(
+                        SseEvent::default()
+                            .event("ended")
+                            .data(json!({ "Error": why }).to_string()),
+                    )
+                    .await;
+                ended.cancel();
+                break;
             }
             let data = match app.link.call(&stats).await {
                 Ok(Reply::Stats(s)) => serde_json::to_string(&s).unwrap_or_default(),

@@ -184,6 +184,20 @@ impl Auth {
         }
     }
 
+    /// True while session `id` lasts (always without a key); unlike
+    /// [`Auth::check`], it does not extend the session.
+    pub fn alive(&self, id: Option<&str>, now: u64) -> bool {
+        !self.required()
+            || id.is_some_and(|id| {
+                self.inner
+                    .lock()
+                    .unwrap()
+                    .sessions
+                    .get(id)
+                    .is_some_and(|exp| *exp >= now)
+            })
+    }
+
     /// The CSRF token of session `id` (of the console itself without a key).
     pub fn csrf_token(&self, id: Option<&str>) -> String {
         B64.encode(mac(&self.csrf, &[b"csrf\0", id.unwrap_or("").as_bytes()]))
@@ -229,6 +243,8 @@ mod tests {
         assert_eq!(auth.check(Some("nope"), 1003), Err(Refusal::NoSession));
         assert_eq!(auth.check(None, 1003), Err(Refusal::NoSession));
         // Idle too long: gone.
+        assert!(auth.alive(Some(&id), 1003 + SESSION_IDLE) && !auth.alive(Some("other"), 1003));
+        assert!(!auth.alive(Some(&id), 1003 + SESSION_IDLE + 1) && !auth.alive(None, 1003));
         assert_eq!(auth.check(Some(&id), 1003 + SESSION_IDLE + 1), Err(Refusal::NoSession));
     }
 

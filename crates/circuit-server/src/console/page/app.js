@@ -530,6 +530,15 @@ function connect() {
   es.addEventListener('event', (m) => onEvent(JSON.parse(m.data)));
   es.addEventListener('stats', (m) => onStats(JSON.parse(m.data)));
   es.addEventListener('gone', (m) => say('event stream ended: ' + JSON.parse(m.data).Error, true));
+  es.addEventListener('ended', (m) => {
+    // The session is over: retrying would only be refused.
+    es.close();
+    $('#link').textContent = 'logged out';
+    $('#link').className = 'badge bad';
+    const b = $('#banner');
+    b.textContent = JSON.parse(m.data).Error;
+    b.hidden = false;
+  });
   es.onerror = () => {
     $('#link').textContent = 'disconnected';
     $('#link').className = 'badge bad';
