@@ -233,7 +233,13 @@ fn churn() {
             let t = Instant::now();
             let o = net.cli(0, &["peek", "-d", &s0.url, &victim.id]);
             assert!(t.elapsed() < Duration::from_secs(10), "a request to a dead server hung");
-            assert!(o.status.success() || stderr(&o).contains("not"), "{}", stderr(&o));
+            // Not a member (any more), not reachable, or lost while asked:
+            // the request raced the kill.
+            let e = stderr(&o);
+            assert!(
+                o.status.success() || e.contains("not") || e.contains("before it answered"),
+                "{e}"
+            );
         }
         let fresh = net.start(h, port, &["-j", &s0.url]);
         assert_ne!(fresh.id, victim.id, "a restarted server gets a new id");
