@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::http::{Sse, get, post};
 use common::{TempDir, TestServer, eventually, fails, ok, run_cli, wait_log};
@@ -334,6 +334,34 @@ fn the_console_resets_opens_and_closes_a_breakers_keys_as_the_cli_does() {
     assert!(console_key(addr, &path, "nobody").is_null());
     assert!(a.log().contains("console action"), "{}", a.log());
     assert!(a.log().contains("op=\"reset\""), "{}", a.log());
+}
+
+/// Open pages share one `stats /` request per tick, and none is made once
+/// every page is closed.
+#[test]
+fn open_pages_share_one_stats_feed() {
+    let (srv, addr) = start_console(&[]);
+    let asked = || srv.log().matches("op=\"stats\"").count();
+    let opened = Instant::now();
+    let mut pages: Vec<Sse> = (0..3).map(|_| Sse::open(addr, "/api/events", &[])).collect();
+    for page in &mut pages {
+        for _ in 0..3 {
+            page.until(Duration::from_secs(10), "stats", |d| d.contains("Servers"))
+                .expect("stats on every page");
+        }
+    }
+    // Three ticks seen on each of three pages: one request per tick, not
+    // one per page (which would be 3 per tick, at least 9 by now).
+    let (n, ticks) = (asked(), opened.elapsed().as_secs_f64() / 2.0);
+    assert!(
+        n >= 3 && n as f64 <= ticks + 2.0,
+        "{n} stats requests for 3 pages over {ticks:.1} ticks"
+    );
+    drop(pages);
+    std::thread::sleep(Duration::from_millis(300));
+    let closed = asked();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(asked() <= closed + 1, "stats asked with no page open: {}", srv.log());
 }
 
 #[test]

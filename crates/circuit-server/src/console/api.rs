@@ -374,13 +374,11 @@ pub async fn events(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketA
         }
         info!(%peer, "console: event stream closed");
     });
+    let mut stats = app.stats_feed();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(STATS_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let stats = Request::new(Path::root(), AnchorOp::Stats);
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                r = stats.changed() => if r.is_err() { break },
                 _ = tx.closed() => break,
             }
             if !app.auth.alive(session.as_deref(), unix_now()) {
@@ -396,11 +394,7 @@ pub async fn events(State(app): AppState, ConnectInfo(peer): ConnectInfo<SocketA
                 ended.cancel();
                 break;
             }
-            let data = match app.link.call(&stats).await {
-                Ok(Reply::Stats(s)) => serde_json::to_string(&s).unwrap_or_default(),
-                Ok(_) => continue,
-                Err(e) => json!({"Error": line(&stats, &e)}).to_string(),
-            };
+            let data = stats.borrow_and_update().to_string();
             if tx.send(SseEvent::default().event("stats").data(data)).await.is_err() {
                 break;
             }

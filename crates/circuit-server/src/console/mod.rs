@@ -69,6 +69,59 @@ pub(crate) struct App {
     /// Check the Host header (a console without key on loopback, against
     /// DNS rebinding).
     check_host: bool,
+    /// The cluster's statistics, asked for once every `STATS_EVERY` for
+    /// every open event stream together (see [`App::stats_feed`]).
+    stats: std::sync::Mutex<Option<Arc<tokio::sync::watch::Sender<Arc<str>>>>>,
+}
+
+impl App {
+    /// The cluster's statistics (`stats /` as JSON, or `{"Error": …}`),
+    /// fresh every `STATS_EVERY`: one request per tick however many pages
+    /// are open, and none while no page is. The first `changed` answers at
+    /// once with the latest figures, if there are any.
+    pub(crate) fn stats_feed(self: &Arc<Self>) -> tokio::sync::watch::Receiver<Arc<str>> {
+        let mut slot = self.stats.lock().unwrap();
+        if let Some(tx) = slot.as_ref() {
+            let mut rx = tx.subscribe();
+            if !rx.borrow().is_empty() {
+                rx.mark_changed();
+            }
+            return rx;
+        }
+        let (tx, rx) = tokio::sync::watch::channel(Arc::<str>::from(""));
+        let tx = Arc::new(tx);
+        *slot = Some(tx.clone());
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(api::STATS_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let req = circuit_proto::Request::new(circuit_proto::Path::root(), circuit_proto::AnchorOp::Stats);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = tx.closed() => {
+                        // Under the lock: no stream can subscribe between
+                        // this check and the feed's end.
+                        let Some(app) = weak.upgrade() else { return };
+                        let mut slot = app.stats.lock().unwrap();
+                        if tx.receiver_count() == 0 {
+                            *slot = None;
+                            return;
+                        }
+                        continue;
+                    }
+                }
+                let Some(app) = weak.upgrade() else { return };
+                let data = match app.link.call(&req).await {
+                    Ok(circuit_proto::Reply::Stats(s)) => serde_json::to_string(&s).unwrap_or_default(),
+                    Ok(_) => continue,
+                    Err(e) => serde_json::json!({"Error": link::line(&req, &e)}).to_string(),
+                };
+                tx.send_replace(data.into());
+            }
+        });
+        rx
+    }
 }
 
 /// Serves the console on `listener` until the server shuts down. The
@@ -96,6 +149,7 @@ pub fn spawn(state: Arc<ServerState>, listener: TcpListener, config: &ConsoleCon
             auth: auth::Auth::new(state.config.key.as_ref()),
             specs,
             check_host,
+            stats: std::sync::Mutex::new(None),
         });
         let listener = Primed {
             first: Some(first),
