@@ -89,23 +89,13 @@ fn multicast_discovery_forms_a_cluster_with_no_seed() {
 fn a_server_with_another_key_is_not_discovered() {
     let Some(net) = Net::new(2) else { return };
     let dir = common::TempDir::new("clusterkeys");
-    let (k1, k2) = (dir.0.join("k1"), dir.0.join("k2"));
-    std::fs::write(&k1, ok(common::run_cli(&["keygen"], b"", &[]))).unwrap();
-    std::fs::write(&k2, ok(common::run_cli(&["keygen"], b"", &[]))).unwrap();
+    let (k1, k2) = (dir.key("k1"), dir.key("k2"));
     let group = "239.77.1.2:28832";
-    let a = net.start(
-        0,
-        0,
-        &["-if", "eth0", "-discover", group, "-hmac", k1.to_str().unwrap()],
-    );
-    let b = net.start(
-        1,
-        0,
-        &["-if", "eth0", "-discover", group, "-hmac", k2.to_str().unwrap()],
-    );
-    let c = net.start(1, 0, &["-discover", group, "-hmac", k1.to_str().unwrap()]);
+    let a = net.start(0, 0, &["-if", "eth0", "-discover", group, "-hmac", &k1]);
+    let b = net.start(1, 0, &["-if", "eth0", "-discover", group, "-hmac", &k2]);
+    let c = net.start(1, 0, &["-discover", group, "-hmac", &k1]);
     let ab = ids([&a, &c]);
-    let key1 = k1.to_str().unwrap();
+    let key1 = &k1;
     assert!(eventually(Duration::from_secs(15), || {
         let o = net.cli(0, &["ls", "-d", &a.url, "-hmac", key1, "/"]);
         stdout(&o).lines().map(String::from).collect::<BTreeSet<_>>() == ab

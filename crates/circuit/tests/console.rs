@@ -454,9 +454,8 @@ fn the_config_file_can_turn_the_console_on() {
 #[test]
 fn with_a_key_every_request_needs_a_session_from_a_one_time_login_url() {
     let dir = TempDir::new("console-key");
-    let key = dir.0.join("key");
-    std::fs::write(&key, ok(run_cli(&["keygen"], b"", &[]))).unwrap();
-    let key_s = key.to_str().unwrap();
+    let key = dir.key("key");
+    let key_s = key.as_str();
     let (srv, addr) = start_console(&["-hmac", key_s]);
     for path in ["/api/cluster", "/api/session", "/ui/", "/api/events", "/static/app.js"] {
         let r = get(addr, path, &[]);
@@ -490,10 +489,9 @@ fn with_a_key_every_request_needs_a_session_from_a_one_time_login_url() {
     assert_eq!(again.status, 401);
     assert!(again.json()["Error"].as_str().unwrap().contains("used already"));
     // A token of another key is refused.
-    let other = dir.0.join("other");
-    std::fs::write(&other, ok(run_cli(&["keygen"], b"", &[]))).unwrap();
+    let other = dir.key("other");
     let forged = ok(run_cli(
-        &["console-login", "-hmac", other.to_str().unwrap(), &addr.to_string()],
+        &["console-login", "-hmac", &other, &addr.to_string()],
         b"",
         &[],
     ));

@@ -3,7 +3,7 @@
 mod common;
 
 use circuit_client::{Client, ErrorKind, Key};
-use common::{TempDir, TestServer, ok, run_cli};
+use common::{TempDir, TestServer};
 
 #[tokio::test]
 async fn dial_walk_and_peek() {
@@ -43,10 +43,9 @@ async fn dial_walk_and_peek() {
 #[tokio::test]
 async fn keyed_dial() {
     let dir = TempDir::new("libkey");
-    let file = dir.0.join("key");
-    std::fs::write(&file, ok(run_cli(&["keygen"], b"", &[]))).unwrap();
-    let srv = TestServer::start(&["-hmac", file.to_str().unwrap()]);
-    let key = Key::load(&file).unwrap();
+    let file = dir.key("key");
+    let srv = TestServer::start(&["-hmac", &file]);
+    let key = Key::load(std::path::Path::new(&file)).unwrap();
     let client = Client::dial(&srv.url, Some(&key)).await.unwrap();
     assert_eq!(client.servers().await.unwrap().len(), 1);
     assert!(Client::dial(&srv.url, None).await.is_err());

@@ -254,9 +254,7 @@ fn refusals_are_logged_once_each_with_what_was_seen() {
 #[test]
 fn a_join_that_fails_says_why() {
     let dir = TempDir::new("joinwhy");
-    let key = dir.0.join("key");
-    std::fs::write(&key, ok(run_cli(&["keygen"], b"", &[]))).unwrap();
-    let key = key.to_str().unwrap();
+    let key = &dir.key("key");
     let seed = TestServer::start(&["-hmac", key]);
     let keyless = TestServer::start(&["-j", &seed.url]);
     let keyed = TestServer::start(&["-hmac", key, "-j", &seed.url]);
@@ -303,9 +301,7 @@ fn a_join_that_fails_says_why() {
 #[test]
 fn a_clean_stop_logs_no_warning() {
     let dir = TempDir::new("cleanstop");
-    let key = dir.0.join("key");
-    std::fs::write(&key, ok(run_cli(&["keygen"], b"", &[]))).unwrap();
-    let key = key.to_str().unwrap();
+    let key = &dir.key("key");
     let mut srv = TestServer::start(&["-hmac", key]);
     let chan = format!("{}/c", srv.id);
     ok(srv.cli("mkchan", &["-hmac", key, &chan, "1"]));

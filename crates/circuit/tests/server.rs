@@ -253,9 +253,7 @@ fn discovery_finds_a_server_on_loopback() {
 #[test]
 fn discovery_with_a_key_ignores_strangers() {
     let dir = TempDir::new("dkeys");
-    let key = dir.0.join("key");
-    std::fs::write(&key, ok(run_cli(&["keygen"], b"", &[]))).unwrap();
-    let key = key.to_str().unwrap();
+    let key = &dir.key("key");
     let group = "239.255.77.23:28823";
     let srv = TestServer::start(&["-discover", group, "-hmac", key]);
     let out = ok(run_cli(

@@ -206,6 +206,14 @@ impl TempDir {
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
+
+    /// A fresh cluster key made by `circuit keygen`, in file `name` here:
+    /// its path, for `-hmac`.
+    pub fn key(&self, name: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, ok(run_cli(&["keygen"], b"", &[]))).unwrap();
+        path.to_str().unwrap().to_string()
+    }
 }
 
 impl Drop for TempDir {
