@@ -364,6 +364,55 @@ fn open_pages_share_one_stats_feed() {
     assert!(asked() <= closed + 1, "stats asked with no page open: {}", srv.log());
 }
 
+/// The console's connections are held to the server's limits, as the
+/// circuit port's are: a cap per client address, and idle ones closed,
+/// while an open page's event stream lives on.
+#[test]
+fn console_connections_are_capped_and_idle_ones_closed() {
+    use std::io::Read;
+    let (srv, addr) = start_console(&["--max-conns-per-addr", "4", "--idle-timeout", "3s"]);
+    let opened = Instant::now();
+    let mut sse = Sse::open(addr, "/api/events", &[]);
+    assert_eq!(sse.status, 200);
+    let idle: Vec<std::net::TcpStream> = (0..3).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    // A fifth connection is closed at once, and that is logged.
+    let mut fifth = std::net::TcpStream::connect(addr).unwrap();
+    fifth.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let r = fifth.read(&mut [0; 1]);
+    assert!(
+        matches!(r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the fifth connection is closed at once: {r:?}"
+    );
+    assert!(
+        wait_log(
+            &srv,
+            "web console: refused connection: 4 connections from this address are open already",
+            1,
+            Duration::from_secs(5),
+        ),
+        "{}",
+        srv.log()
+    );
+    // Idle ones are closed after the timeout, not before; then others get in.
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(c.read(&mut [0; 1]).unwrap(), 0, "an idle connection is closed");
+    }
+    assert!(
+        opened.elapsed() >= Duration::from_millis(2900),
+        "{:?}",
+        opened.elapsed()
+    );
+    assert_eq!(get(addr, "/api/cluster", &[]).status, 200);
+    // The page's stream, open all along, still brings stats.
+    while opened.elapsed() < Duration::from_secs(8) {
+        sse.until(Duration::from_secs(5), "stats", |_| true)
+            .expect("stats past the idle timeout");
+    }
+}
+
 #[test]
 fn without_a_key_the_console_stays_on_loopback_unless_told_otherwise() {
     let err = fails(run_cli(

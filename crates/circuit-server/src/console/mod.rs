@@ -23,10 +23,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use circuit_proto::Op;
+use std::future::Future;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::State as ServerState;
+use crate::net::{Counted, PerAddr};
 
 /// Turns a JSON spec typed in the page into the request that makes the
 /// element (`kind` is `proc` or `watch`): the binary's own spec parser, the
@@ -154,6 +158,9 @@ pub fn spawn(state: Arc<ServerState>, listener: TcpListener, config: &ConsoleCon
         let listener = Primed {
             first: Some(first),
             inner: listener,
+            per_addr: Arc::new(PerAddr::new(state.config.max_conns_per_addr)),
+            idle: state.config.idle_timeout,
+            refused_logged: None,
         };
         use axum::serve::ListenerExt;
         let serve = axum::serve(
@@ -181,25 +188,122 @@ async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
     }
 }
 
-/// The console's listener, with the connection that woke it first.
+/// The console's listener, with the connection that woke it first. Its
+/// connections are held to the server's limits, as the circuit port's are:
+/// at most `--max-conns-per-addr` per client address (more are closed as
+/// they come), and closed after `--idle-timeout` without a byte either way
+/// (an open page's event stream sends every 2 s).
 struct Primed {
     first: Option<(tokio::net::TcpStream, SocketAddr)>,
     inner: TcpListener,
+    per_addr: Arc<PerAddr>,
+    idle: Duration,
+    /// When a refusal was last logged (one line per 10 s at most).
+    refused_logged: Option<std::time::Instant>,
 }
 
 impl axum::serve::Listener for Primed {
-    type Io = tokio::net::TcpStream;
+    type Io = Guarded;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.first.take() {
-            Some(c) => c,
-            None => accept(&self.inner).await,
+        loop {
+            let (tcp, peer) = match self.first.take() {
+                Some(c) => c,
+                None => accept(&self.inner).await,
+            };
+            let Some(counted) = PerAddr::admit(&self.per_addr, peer.ip()) else {
+                let now = std::time::Instant::now();
+                if self
+                    .refused_logged
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+                {
+                    self.refused_logged = Some(now);
+                    warn!(%peer, "web console: refused connection: {} connections from this address are open already (--max-conns-per-addr)", self.per_addr.max);
+                }
+                continue;
+            };
+            let io = Guarded {
+                tcp,
+                _counted: counted,
+                idle: self.idle,
+                deadline: Box::pin(tokio::time::sleep(self.idle)),
+            };
+            return (io, peer);
         }
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.inner.local_addr()
+    }
+}
+
+/// A console connection: counted against its address's cap while open, and
+/// failed with `TimedOut` once it has been `idle` without a byte read or
+/// written (hyper then closes it).
+pub(crate) struct Guarded {
+    tcp: tokio::net::TcpStream,
+    _counted: Counted,
+    idle: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Guarded {
+    fn active(&mut self) {
+        let at = tokio::time::Instant::now() + self.idle;
+        self.deadline.as_mut().reset(at);
+    }
+}
+
+impl tokio::io::AsyncRead for Guarded {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.active();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "web console connection idle too long",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.active();
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
 

@@ -107,20 +107,28 @@ impl Warner {
 }
 
 /// Open connections per client address, capped.
-struct PerAddr {
-    max: usize,
+pub(crate) struct PerAddr {
+    pub(crate) max: usize,
     open: std::sync::Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One counted connection; uncounted on drop.
-struct Counted {
+pub(crate) struct Counted {
     table: Arc<PerAddr>,
     ip: IpAddr,
 }
 
 impl PerAddr {
+    /// At most `max` connections per address.
+    pub(crate) fn new(max: usize) -> PerAddr {
+        PerAddr {
+            max,
+            open: Default::default(),
+        }
+    }
+
     /// Counts a connection from `ip`, or `None` if it has `max` already.
-    fn admit(table: &Arc<PerAddr>, ip: IpAddr) -> Option<Counted> {
+    pub(crate) fn admit(table: &Arc<PerAddr>, ip: IpAddr) -> Option<Counted> {
         let mut open = table.open.lock().unwrap();
         let n = open.entry(ip).or_default();
         if *n >= table.max {
@@ -336,10 +344,7 @@ fn give_back() {
 pub async fn serve(state: Arc<State>, listener: TcpListener) {
     let budget = Budget::for_server();
     let warner = Arc::new(Warner::default());
-    let per_addr = Arc::new(PerAddr {
-        max: state.config.max_conns_per_addr,
-        open: Default::default(),
-    });
+    let per_addr = Arc::new(PerAddr::new(state.config.max_conns_per_addr));
     let trimmer = Arc::new(Trimmer::default());
     trimmer.spawn(&state);
     let mut backoff = ACCEPT_BACKOFF_MIN;

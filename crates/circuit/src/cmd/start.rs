@@ -45,10 +45,10 @@ pub struct Args {
     /// Also write the URL to FILE (replaced whole; removed at a clean stop), for clients' $CIRCUIT
     #[arg(long = "url-file", value_name = "FILE")]
     pub url_file: Option<PathBuf>,
-    /// Close a client connection that carries no request for this long (like 300s, 5m, 1h)
+    /// Close a client connection that carries no request (a web console connection: no byte) for this long (like 300s, 5m, 1h)
     #[arg(long = "idle-timeout", value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
-    /// The most connections one client address may hold open at once
+    /// The most connections one client address may hold open at once (to the circuit port, and to the web console's)
     #[arg(long = "max-conns-per-addr", value_name = "N", default_value_t = circuit_server::DEFAULT_MAX_CONNS_PER_ADDR as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_conns_per_addr: u64,
     /// Enable docker elements (mkdkr), through the Docker engine's unix socket ($DOCKER_HOST, default unix:///var/run/docker.sock)
