@@ -13,8 +13,10 @@ mod api;
 pub mod auth;
 mod link;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -23,9 +25,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use circuit_proto::Op;
-use std::future::Future;
-use std::time::Duration;
-
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -161,6 +160,7 @@ pub fn spawn(state: Arc<ServerState>, listener: TcpListener, config: &ConsoleCon
             per_addr: Arc::new(PerAddr::new(state.config.max_conns_per_addr)),
             idle: state.config.idle_timeout,
             refused_logged: None,
+            refused_quiet: 0,
         };
         use axum::serve::ListenerExt;
         let serve = axum::serve(
@@ -198,8 +198,10 @@ struct Primed {
     inner: TcpListener,
     per_addr: Arc<PerAddr>,
     idle: Duration,
-    /// When a refusal was last logged (one line per 10 s at most).
+    /// When a refusal was last logged (one line per 10 s at most), and
+    /// how many were refused since.
     refused_logged: Option<std::time::Instant>,
+    refused_quiet: u64,
 }
 
 impl axum::serve::Listener for Primed {
@@ -219,7 +221,10 @@ impl axum::serve::Listener for Primed {
                     .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
                 {
                     self.refused_logged = Some(now);
-                    warn!(%peer, "web console: refused connection: {} connections from this address are open already (--max-conns-per-addr)", self.per_addr.max);
+                    let also = std::mem::take(&mut self.refused_quiet);
+                    warn!(%peer, refused_since_last_line = also, "web console: refused connection: {} connections from this address are open already (--max-conns-per-addr)", self.per_addr.max);
+                } else {
+                    self.refused_quiet += 1;
                 }
                 continue;
             };
