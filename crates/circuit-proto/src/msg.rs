@@ -92,6 +92,11 @@ pub enum ServerOp {
     /// Read its config file again and apply the difference to the elements
     /// made from it ([`Reply::Reload`]).
     ReloadConfig,
+    /// Keep this stream open, answering nothing, until either end closes
+    /// it. A server holds one to each of its neighbours in the cluster, so
+    /// that the connection stays (it is never idle) and the end of a killed
+    /// neighbour's process, whose sockets its kernel closes, is seen at once.
+    Hold,
 }
 
 /// Operations on a process element.
@@ -248,6 +253,7 @@ impl Op {
                 ServerOp::Join { .. } => "join",
                 ServerOp::Members => "members",
                 ServerOp::ReloadConfig => "reloadconfig",
+                ServerOp::Hold => "hold",
             },
             Op::Proc(op) => match op {
                 ProcOp::Make(_) => "mkproc",

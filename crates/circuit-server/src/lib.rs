@@ -256,6 +256,7 @@ impl Server {
             console::spawn(state.clone(), listener, config);
         }
         net::peers::forget_the_departed(state.clone());
+        net::peers::hold_ring(state.clone());
         if let Some(seed) = state.config.join.as_ref().filter(|u| u.id != state.ctx.id)
             && let Some(seed) = membership::node::Node::from_url(seed)
         {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::netns::Net;
-use common::{TestServer, bin, eventually, ok, stderr, stdout};
+use common::{TestServer, bin, eventually, ok, stderr, stdout, wait_log};
 
 /// The members a server lists, as a set of `/X…` paths (empty on error).
 fn view(net: &Net, host: usize, srv: &TestServer) -> BTreeSet<String> {
@@ -137,6 +137,55 @@ fn killed_and_cut_off_servers_leave_every_view_and_healed_ones_return() {
         view(&net, 0, &s0),
         view(&net, 1, &s1)
     );
+}
+
+/// Each server holds a connection to its next two members (in id order),
+/// which never idles out: a server killed on a live host is seen at once
+/// through it (its kernel closes the connection), not at its turn in the
+/// probe order, even long after the last request.
+#[test]
+fn a_killed_server_is_seen_through_the_connections_its_neighbours_hold() {
+    let Some(net) = Net::new(3) else { return };
+    let idle = ["--idle-timeout", "1s"];
+    let s0 = net.start(0, 0, &idle);
+    let s1 = net.start(1, 0, &[&idle[..], &["-j", &s0.url]].concat());
+    let mut s2 = net.start(2, 0, &[&idle[..], &["-j", &s0.url]].concat());
+    let all = ids([&s0, &s1, &s2]);
+    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0) == all
+        && view(&net, 1, &s1) == all
+        && view(&net, 2, &s2) == all));
+    // In a ring of three, each server holds the two others.
+    for s in [&s0, &s1, &s2] {
+        assert!(
+            eventually(Duration::from_secs(10), || s.log().matches("op=\"hold\"").count() >= 2),
+            "{}",
+            s.log()
+        );
+    }
+    // Well past the idle timeout, the held connections are still there.
+    std::thread::sleep(Duration::from_secs(3));
+    s2.child.kill().unwrap();
+    let _ = s2.child.wait();
+    let victim = &s2.id[1..];
+    for s in [&s0, &s1] {
+        assert!(
+            wait_log(
+                s,
+                &format!("connection to member broke: checking it peer={victim}"),
+                1,
+                Duration::from_secs(10)
+            ),
+            "{}",
+            s.log()
+        );
+    }
+    let two = ids([&s0, &s1]);
+    assert!(eventually(Duration::from_secs(10), || view(&net, 0, &s0) == two
+        && view(&net, 1, &s1) == two));
+    // No idle connection broke before: only the victim's.
+    for s in [&s0, &s1] {
+        assert_eq!(s.log().matches("connection to member broke").count(), 1, "{}", s.log());
+    }
 }
 
 #[test]

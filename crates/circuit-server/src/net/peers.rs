@@ -10,6 +10,7 @@ use circuit_proto::conn::{self, Control, StreamHandle};
 use circuit_proto::frame::write_frame;
 use circuit_proto::secure::client_handshake;
 use circuit_proto::{ErrorKind, Key, Request, Response, ServerId, WireError};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
@@ -23,6 +24,11 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 const JOIN_WAIT: Duration = Duration::from_secs(2);
 /// How often it asks again while it still has not joined.
 const JOIN_RETRY: Duration = Duration::from_secs(30);
+/// How many neighbours each server holds a connection to (see [`hold_ring`]).
+const RING_HOLDS: usize = 2;
+/// Pauses before holding a neighbour again after its hold broke.
+const HOLD_RETRY_MIN: Duration = Duration::from_secs(1);
+const HOLD_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Where a broken connection is reported, and what owns the watch on it.
 struct Watch {
@@ -124,6 +130,14 @@ impl Peers {
             self.forget(node.id);
         }
         let mut ctl = self.dial(node).await?;
+        // Another open may have dialed meanwhile: keep one connection per
+        // member (the one pooled and watched), and let ours close.
+        let pooled = self.conns.lock().unwrap().get(&node.id).map(|c| c.1.clone());
+        if let Some(mut pooled) = pooled
+            && let Ok(s) = pooled.open_stream().await
+        {
+            return Ok(s);
+        }
         let s = ctl.open_stream().await.map_err(|e| unreachable(node, e))?;
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.watch_conn(node.id, n, &ctl);
@@ -190,6 +204,110 @@ pub fn forget_the_departed(state: Arc<State>) {
             }
         }
     });
+}
+
+/// The members that follow `me` in id order, wrapping around: at most
+/// [`RING_HOLDS`] of them.
+fn ring_after(me: ServerId, mut ids: Vec<ServerId>) -> Vec<ServerId> {
+    ids.retain(|id| *id != me);
+    ids.sort();
+    let at = ids.partition_point(|id| *id < me);
+    ids.rotate_left(at);
+    ids.truncate(RING_HOLDS);
+    ids
+}
+
+/// Holds a connection to each of this server's next [`RING_HOLDS`]
+/// members in id order (so every member is held by as many others), each
+/// with one [`ServerOp::Hold`](circuit_proto::ServerOp::Hold) stream open.
+///
+/// A held connection is never idle, so it stays; and when a member's
+/// process is killed on a live host, its kernel closes the connection at
+/// once: the pooled connection's watch hints membership, which finds
+/// nothing listening there and declares it down in milliseconds. Without
+/// it, such a death waits for the member's turn in SWIM's probe order,
+/// which with two others can come three probe periods (2.4 s) apart.
+/// Idle, a hold costs nothing: no byte crosses it (TCP keepalive aside,
+/// which the kernel answers).
+pub fn hold_ring(state: Arc<State>) {
+    let mut events = state.ctx.members.subscribe();
+    let tracker = state.ctx.rt.tasks.clone();
+    tracker.spawn(async move {
+        let me = state.ctx.id;
+        let mut held: HashMap<ServerId, tokio::task::AbortHandle> = HashMap::new();
+        loop {
+            let want = ring_after(me, state.ctx.members.members().iter().map(|n| n.id).collect());
+            // A hold that gave up (its member renewed, or refused) is tried
+            // again at the next change of membership, if still wanted.
+            held.retain(|id, task| {
+                let keep = want.contains(id) && !task.is_finished();
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            for id in want {
+                if held.contains_key(&id) {
+                    continue;
+                }
+                let Some(node) = state.ctx.members.get(id) else {
+                    continue;
+                };
+                let task = state.ctx.rt.tasks.spawn(hold(state.clone(), node));
+                held.insert(id, task.abort_handle());
+            }
+            tokio::select! {
+                e = events.recv() => match e {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                },
+                _ = state.ctx.rt.shutdown.cancelled() => break,
+            }
+        }
+        for task in held.values() {
+            task.abort();
+        }
+    });
+}
+
+/// Holds one [`ServerOp::Hold`](circuit_proto::ServerOp::Hold) stream to
+/// `node` while it is a member, dialing again (after a growing pause) when
+/// the connection breaks. A member that answers (one of a version without
+/// holds refuses the request) is left alone.
+async fn hold(state: Arc<State>, node: Node) {
+    let req = Request::new(circuit_proto::Path::server(node.id), circuit_proto::ServerOp::Hold);
+    let mut pause = HOLD_RETRY_MIN;
+    loop {
+        let opened = match state.peers.open(&node).await {
+            Ok(mut s) => match write_frame(&mut s, &req).await {
+                Ok(()) => Some(s),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(mut s) = opened {
+            debug!(peer = %node.id, "holding a connection to a neighbour");
+            let began = std::time::Instant::now();
+            // Nothing comes but the end (the acknowledgement is an empty
+            // frame), unless the member refuses the request.
+            if matches!(s.read(&mut [0u8; 256]).await, Ok(n) if n > 0) {
+                debug!(peer = %node.id, "the neighbour refused the hold (an older version?): not holding it");
+                return;
+            }
+            debug!(peer = %node.id, "the hold of a neighbour ended");
+            if began.elapsed() > HOLD_RETRY_MAX {
+                pause = HOLD_RETRY_MIN;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = state.ctx.rt.shutdown.cancelled() => return,
+        }
+        if state.ctx.members.get(node.id) != Some(node) {
+            return;
+        }
+        pause = (pause * 2).min(HOLD_RETRY_MAX);
+    }
 }
 
 /// Sends `req` on to the member that owns its path and relays everything
@@ -320,4 +438,31 @@ async fn pull(state: &State, node: &Node) -> Result<(), WireError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_is_the_next_members_in_id_order_wrapping_around() {
+        let ids = |v: &[u64]| v.iter().map(|&i| ServerId(i)).collect::<Vec<_>>();
+        assert_eq!(ring_after(ServerId(5), ids(&[9, 1, 7, 3])), ids(&[7, 9]));
+        assert_eq!(ring_after(ServerId(8), ids(&[9, 1, 7, 3])), ids(&[9, 1]));
+        assert_eq!(ring_after(ServerId(9), ids(&[9, 1, 7, 3])), ids(&[1, 3]));
+        assert_eq!(ring_after(ServerId(5), ids(&[3])), ids(&[3]));
+        assert_eq!(ring_after(ServerId(5), ids(&[5])), ids(&[]));
+        // Every member is held by as many others as it holds.
+        let all: Vec<u64> = (0..10).map(|i| i * 7919 % 101).collect();
+        let mut held = HashMap::<ServerId, usize>::new();
+        for &me in &all {
+            for id in ring_after(ServerId(me), ids(&all)) {
+                *held.entry(id).or_default() += 1;
+            }
+        }
+        assert!(
+            held.len() == all.len() && held.values().all(|&n| n == RING_HOLDS),
+            "{held:?}"
+        );
+    }
 }

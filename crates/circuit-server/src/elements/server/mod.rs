@@ -63,6 +63,17 @@ pub async fn serve(state: &Arc<State>, path: &Path, op: ServerOp, stream: &mut S
                 .collect(),
         )),
         ServerOp::ReloadConfig => crate::config::reload(state),
+        ServerOp::Hold => {
+            // Acknowledged already (the op may wait): nothing to answer.
+            // The caller sends nothing; any byte, its close, or this
+            // server's stop ends the hold.
+            let mut sink = [0u8; 1];
+            tokio::select! {
+                _ = stream.read(&mut sink) => {}
+                _ = state.ctx.rt.shutdown.cancelled() => {}
+            }
+            return None;
+        }
     })
 }
 
