@@ -106,7 +106,7 @@ fn main() {
         &joins,
     );
     print_runs(
-        "3 hosts: killed server gone from every view, no connection to it",
+        "3 hosts: killed server gone from every view, no request ever sent to it (seen through its neighbours' held connections)",
         &deaths,
     );
 
