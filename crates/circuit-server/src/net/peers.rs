@@ -129,19 +129,25 @@ impl Peers {
             }
             self.forget(node.id);
         }
-        let mut ctl = self.dial(node).await?;
+        let dialed = self.dial(node).await?;
         // Another open may have dialed meanwhile: keep one connection per
-        // member (the one pooled and watched), and let ours close.
-        let pooled = self.conns.lock().unwrap().get(&node.id).map(|c| c.1.clone());
-        if let Some(mut pooled) = pooled
-            && let Ok(s) = pooled.open_stream().await
-        {
-            return Ok(s);
+        // member, the one pooled (and watched), and let ours close. Checked
+        // and pooled under one lock, so two opens never keep both.
+        let (mut ctl, fresh) = {
+            let mut conns = self.conns.lock().unwrap();
+            match conns.get(&node.id) {
+                Some((_, live)) if !live.is_closed() => (live.clone(), None),
+                _ => {
+                    let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    conns.insert(node.id, (n, dialed.clone()));
+                    (dialed, Some(n))
+                }
+            }
+        };
+        if let Some(n) = fresh {
+            self.watch_conn(node.id, n, &ctl);
         }
         let s = ctl.open_stream().await.map_err(|e| unreachable(node, e))?;
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.watch_conn(node.id, n, &ctl);
-        self.conns.lock().unwrap().insert(node.id, (n, ctl));
         Ok(s)
     }
 
