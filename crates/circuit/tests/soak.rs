@@ -306,8 +306,9 @@ impl Shared {
                         ));
                     } else if dial_ok {
                         r.timeouts_owner_stalled += 1;
+                        let at = (t0 - self.began).as_secs_f64();
                         r.sample(format!(
-                            "VIOLATION: no answer in 5 s through a healthy dial-in (host {}) about a paused or cut-off owner (host {}): {what}",
+                            "VIOLATION: no answer in 5 s through a healthy dial-in (host {}) about a paused or cut-off owner (host {}, {owner_faults:?} while it ran): at {at:.1} s: {what}",
                             dial.0, owner.0
                         ));
                     }
