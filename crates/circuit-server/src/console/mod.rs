@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::State as ServerState;
-use crate::net::{Counted, PerAddr};
+use crate::net::{Counted, Limit, PerAddr, Warner};
 
 /// Turns a JSON spec typed in the page into the request that makes the
 /// element (`kind` is `proc` or `watch`): the binary's own spec parser, the
@@ -159,8 +159,7 @@ pub fn spawn(state: Arc<ServerState>, listener: TcpListener, config: &ConsoleCon
             inner: listener,
             per_addr: Arc::new(PerAddr::new(state.config.max_conns_per_addr)),
             idle: state.config.idle_timeout,
-            refused_logged: None,
-            refused_quiet: 0,
+            warner: Warner::default(),
         };
         use axum::serve::ListenerExt;
         let serve = axum::serve(
@@ -198,10 +197,9 @@ struct Primed {
     inner: TcpListener,
     per_addr: Arc<PerAddr>,
     idle: Duration,
-    /// When a refusal was last logged (one line per 10 s at most), and
-    /// how many were refused since.
-    refused_logged: Option<std::time::Instant>,
-    refused_quiet: u64,
+    /// Logs refusals as the circuit port does: the first at once, then
+    /// one line per 10 s with the count.
+    warner: Warner,
 }
 
 impl axum::serve::Listener for Primed {
@@ -215,17 +213,11 @@ impl axum::serve::Listener for Primed {
                 None => accept(&self.inner).await,
             };
             let Some(counted) = PerAddr::admit(&self.per_addr, peer.ip()) else {
-                let now = std::time::Instant::now();
-                if self
-                    .refused_logged
-                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
-                {
-                    self.refused_logged = Some(now);
-                    let also = std::mem::take(&mut self.refused_quiet);
-                    warn!(%peer, refused_since_last_line = also, "web console: refused connection: {} connections from this address are open already (--max-conns-per-addr)", self.per_addr.max);
-                } else {
-                    self.refused_quiet += 1;
-                }
+                let why = format!(
+                    "web console: refused connection: {} connections from this address are open already (--max-conns-per-addr)",
+                    self.per_addr.max
+                );
+                self.warner.warn(peer, Limit::PerAddr, &why);
                 continue;
             };
             let io = Guarded {

@@ -34,7 +34,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What a server refuses, each kind logged on its own.
 #[derive(Clone, Copy)]
-enum Limit {
+pub(crate) enum Limit {
     /// A request over [`MAX_REQUEST`].
     Size = 0,
     /// A request over the connection's budget.
@@ -80,7 +80,7 @@ impl Limit {
 /// [`WARN_EVERY`] with how many were refused meanwhile: a flood of refusals
 /// never floods the log, and no kind hides another.
 #[derive(Default)]
-struct Warner {
+pub(crate) struct Warner {
     /// Per kind: when it was last logged, and refusals since.
     last: std::sync::Mutex<[(Option<std::time::Instant>, u64); LIMITS]>,
 }
@@ -99,7 +99,7 @@ impl Warner {
         Some(std::mem::take(quiet))
     }
 
-    fn warn(&self, peer: SocketAddr, limit: Limit, what: &str) {
+    pub(crate) fn warn(&self, peer: SocketAddr, limit: Limit, what: &str) {
         if let Some(also) = self.due(limit) {
             warn!(%peer, refused_since_last_line = also, "{what}");
         }
