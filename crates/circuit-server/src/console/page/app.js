@@ -533,20 +533,19 @@ function connect() {
   es.addEventListener('ended', (m) => {
     // The session is over: retrying would only be refused.
     es.close();
-    $('#link').textContent = 'logged out';
-    $('#link').className = 'badge bad';
-    const b = $('#banner');
-    b.textContent = JSON.parse(m.data).Error;
-    b.hidden = false;
+    linkDown('logged out', JSON.parse(m.data).Error);
   });
-  es.onerror = () => {
-    $('#link').textContent = 'disconnected';
-    $('#link').className = 'badge bad';
-    const b = $('#banner');
-    b.textContent = 'Lost the connection to the server serving this page (' + (S.self || location.host) +
-      '); it may be down. Retrying… (open the console of another server to go on)';
-    b.hidden = false;
-  };
+  es.onerror = () => linkDown('disconnected', 'Lost the connection to the server serving this page (' +
+    (S.self || location.host) + '); it may be down. Retrying… (open the console of another server to go on)');
+}
+
+// The live feed is down: the badge says how, the banner says why.
+function linkDown(badge, why) {
+  $('#link').textContent = badge;
+  $('#link').className = 'badge bad';
+  const b = $('#banner');
+  b.textContent = why;
+  b.hidden = false;
 }
 
 async function main() {
